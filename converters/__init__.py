@@ -1,0 +1,1 @@
+"""Record-shape converters: one module per shape, registered in ``converters.registry``."""

@@ -1,0 +1,92 @@
+"""What every command shares: the output flags, error handling, and how findings are printed.
+
+A command body returns an ``Outcome`` (a JSON-native payload, its findings, and an optional function that
+prints the human report). ``run`` turns it into output and an exit code:
+
+- ``--json``: one JSON document on stdout (payload + ``findings``), nothing else there.
+- human output (the report and every finding as ``error[code]: message`` + ``hint:``) goes to stderr.
+- exit 0 / 1 by the findings (``--strict`` promotes warnings); ``DataprepError`` exits with its own code (2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import click
+
+from ..errors import DataprepError
+from ..findings import Finding, Severity, apply_strict, exit_code
+
+_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
+MAX_ROWS_SHOWN = 10
+
+
+@dataclass
+class Outcome:
+    payload: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    render: Callable[[Any], None] | None = None  # called with a rich Console on stderr
+    exit_code: int | None = None  # overrides the findings-based code when set
+
+
+def output_options(f: Callable) -> Callable:
+    """--json, --quiet and --strict, spelled the same on every command."""
+    f = click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1).")(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="No human output; the exit code still tells.")(f)
+    f = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
+    return f
+
+
+def console(quiet: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)
+
+
+def format_finding(f: Finding) -> str:
+    """``error[code]: message`` then ``hint: ...`` (plain text; the console adds colour)."""
+    lines = [f"{f.severity.value}[{f.code}]: {f.message}"]
+    if f.rows:
+        shown = ", ".join(str(r) for r in f.rows[:MAX_ROWS_SHOWN])
+        more = len(f.rows) - MAX_ROWS_SHOWN
+        lines.append(f"  rows: {shown}" + (f" (+{more} more)" if more > 0 else ""))
+    if f.hint:
+        lines.append(f"  hint: {f.hint}")
+    return "\n".join(lines)
+
+
+def print_findings(con, findings: list[Finding]) -> None:
+    from rich.markup import escape
+
+    for f in findings:
+        head, _, rest = format_finding(f).partition("\n")
+        con.print(f"[{_STYLE[f.severity]}]{escape(head)}[/]" + ("\n" + escape(rest) if rest else ""))
+
+
+def dump_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, indent=2, default=str)
+
+
+def run(body: Callable[[], Outcome], *, as_json: bool = False, quiet: bool = False, strict: bool = False) -> NoReturn:
+    """Run a command body, print its outcome, and exit with the policy's code."""
+    try:
+        outcome = body()
+    except DataprepError as err:
+        if os.environ.get("DATAPREP_RAISE"):
+            raise
+        outcome = Outcome(findings=[err.finding], exit_code=err.exit_code)
+    findings = apply_strict(outcome.findings, strict)
+    con = console(quiet)
+    if as_json:
+        sys.stdout.write(dump_json({**outcome.payload, "findings": [f.to_dict() for f in findings]}) + "\n")
+        sys.stdout.flush()
+    elif outcome.render is not None and not quiet:
+        outcome.render(con)
+    print_findings(con, findings)
+    code = outcome.exit_code if outcome.exit_code is not None else exit_code(findings)
+    sys.exit(code)

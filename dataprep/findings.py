@@ -1,0 +1,339 @@
+"""The one catalogue of finding codes, and the exit-code policy every command uses.
+
+A *finding* is every problem the tool reports: ``{"code", "severity", "message", "hint", "rows"?}``.
+Codes are stable identifiers: extend the catalogue, never rename or remove a released code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    """A catalogue entry: the default severity and the hint shown when a finding gives none."""
+
+    code: str
+    severity: Severity
+    summary: str
+    hint: str
+
+
+def _spec(code: str, severity: str, summary: str, hint: str) -> CodeSpec:
+    return CodeSpec(code, Severity(severity), summary, hint)
+
+
+_PACKED_HINT = (
+    "AutoModel reads chat JSONL: point it at the source JSONL, or train packed data with sft/megatron_bridge"
+)
+
+CATALOGUE: Mapping[str, CodeSpec] = {
+    s.code: s
+    for s in (
+        # -- input -----------------------------------------------------------------------------------
+        _spec("packed_parquet_used_with_automodel", "error", "packed (pre-tokenized, concatenated) data", _PACKED_HINT),
+        _spec(
+            "pretokenized_input",
+            "error",
+            "token ids instead of text",
+            "AutoModel's ChatDataset tokenizes chat JSONL itself: give it the text records the ids were made from",
+        ),
+        _spec(
+            "unreadable_input",
+            "error",
+            "the input cannot be read",
+            "check the path, its format and --encoding",
+        ),
+        _spec(
+            "unknown_schema",
+            "error",
+            "no record shape matches the columns",
+            "force a shape with --format NAME or map columns with --map target=source",
+        ),
+        _spec(
+            "preference_data",
+            "error",
+            "preference pairs (chosen/rejected) are not SFT data",
+            "train them with a preference recipe, or pass --take chosen to fine-tune on the chosen answers",
+        ),
+        _spec(
+            "pretraining_text",
+            "error",
+            "a lone text column is pretraining data, not chat",
+            "SFT needs prompts and answers: map the columns with --map, or use a pretraining recipe",
+        ),
+        _spec(
+            "output_would_overwrite_input",
+            "error",
+            "the output path is the input path",
+            "write to a new path; the input is never overwritten",
+        ),
+        _spec(
+            "output_exists",
+            "error",
+            "the output file already exists",
+            "pass --force to replace it, or choose another path",
+        ),
+        _spec(
+            "missing_dependency",
+            "error",
+            "an optional dependency is not installed",
+            "install the extra named in the message",
+        ),
+        _spec(
+            "model_not_found",
+            "error",
+            "the model is not a local folder and not in the local Hugging Face cache",
+            "pass a local folder, download it first (huggingface-cli download), or add --allow-download",
+        ),
+        _spec(
+            "unsupported_architecture",
+            "error",
+            "the model's architecture is not one the memory estimate knows",
+            "use a supported architecture or pass the numbers the estimate needs",
+        ),
+        _spec("usage_error", "error", "the command line is not valid", "see --help for the command"),
+        # -- rows (each goes to the rejects file with its row number) -----------------------------------
+        _spec("invalid_json", "error", "the line is not valid JSON", "fix or remove the line"),
+        _spec("missing_field", "error", "a required field is missing", "map the column with --map target=source"),
+        _spec("empty_content", "error", "a message has empty content", "drop the row or fill the message"),
+        _spec(
+            "unknown_role",
+            "error",
+            "a role ChatDataset does not accept",
+            "roles are system, user, assistant and tool: map others with --role-map name=role",
+        ),
+        _spec(
+            "no_assistant_turn",
+            "error",
+            "no assistant message with content: nothing to train on",
+            "every row needs at least one assistant answer",
+        ),
+        _spec(
+            "role_order",
+            "error",
+            "messages are in an order the chat template cannot render",
+            "system only first; tool messages answer an earlier tool call",
+        ),
+        _spec(
+            "invalid_tool_call",
+            "error",
+            "a tool call is malformed",
+            'tool_calls are {"id", "type": "function", "function": {"name", "arguments"}} with JSON arguments',
+        ),
+        _spec(
+            "non_text_content",
+            "error",
+            "images or audio in a text-only dataset",
+            "pass --text-only to keep the text parts, or use a vision-language recipe",
+        ),
+        _spec("duplicate_row", "warning", "an exact duplicate of an earlier row", "drop duplicates with --dedup"),
+        # -- chat template ---------------------------------------------------------------------------
+        _spec(
+            "chat_template_missing",
+            "error",
+            "the tokenizer has no chat template",
+            "use a tokenizer with chat-template support or pass --chat-template",
+        ),
+        _spec(
+            "template_render_error",
+            "error",
+            "the chat template fails to render",
+            "fix the template or pass another with --chat-template",
+        ),
+        _spec(
+            "system_role_unsupported",
+            "warning",
+            "the template raises on a system message",
+            "fold the system prompt into the first user turn, or drop system messages",
+        ),
+        _spec(
+            "system_message_dropped",
+            "warning",
+            "the system prompt is missing from the rendering or attached to only some turns",
+            "check that the model was trained this way, or fix the template",
+        ),
+        _spec(
+            "default_system_prompt_injected",
+            "warning",
+            "the template adds a system prompt no message contains",
+            "add your own system message to every row, or pass a template without the default",
+        ),
+        _spec(
+            "strict_alternation",
+            "warning",
+            "the template requires user/assistant alternation",
+            "merge consecutive messages of one role before training",
+        ),
+        _spec(
+            "generation_tags_missing",
+            "info",
+            "no {% generation %} tags: AutoModel falls back to prefix-based assistant masking",
+            "add {% generation %}...{% endgeneration %} around assistant content for exact masks",
+        ),
+        _spec(
+            "prefix_unstable",
+            "warning",
+            "rendering a conversation's start is not a prefix of rendering the whole",
+            "prefix-based masking mislabels tokens: use a template with {% generation %} tags",
+        ),
+        _spec(
+            "double_bos",
+            "warning",
+            "BOS appears twice at the start of the token ids",
+            "tokenize with apply_chat_template(tokenize=True) or add_special_tokens=False after rendering",
+        ),
+        _spec(
+            "eos_not_trained",
+            "warning",
+            "the tokens closing an assistant turn are not the model's stop token",
+            "make the template end assistant turns with the EOS token, or the model will not learn to stop",
+        ),
+        _spec(
+            "pad_equals_eos",
+            "warning",
+            "the pad token is the stop token, so a collator masking pads masks the stop token too",
+            "set a distinct pad token",
+        ),
+        _spec(
+            "marker_not_special_token",
+            "warning",
+            "a role marker the template writes is split into several tokens",
+            "add the marker to the tokenizer's special tokens",
+        ),
+        _spec(
+            "date_injected",
+            "info",
+            "the template writes today's date into the prompt",
+            "renderings change by day: pin the date variable for reproducible data",
+        ),
+        _spec(
+            "tools_required",
+            "warning",
+            "the template fails or changes without a tools argument",
+            "pass tools with every row, or use a template that works without",
+        ),
+        _spec(
+            "reasoning_dropped",
+            "warning",
+            "assistant reasoning_content does not reach the rendering",
+            "the model will not be trained on reasoning: put it in content or use a template that renders it",
+        ),
+        # -- length and budget -----------------------------------------------------------------------
+        _spec(
+            "no_supervised_tokens",
+            "error",
+            "rows with no supervised (assistant) tokens",
+            "every row needs an assistant answer the template marks as trained",
+        ),
+        _spec(
+            "truncation_drops_answers",
+            "warning",
+            "at this sequence length some rows lose every supervised token",
+            "raise seq_length or drop the long rows",
+        ),
+        _spec(
+            "exceeds_model_max_length",
+            "warning",
+            "rows longer than the tokenizer's model_max_length",
+            "drop or split them; the model was not trained on such lengths",
+        ),
+        _spec(
+            "oom",
+            "error",
+            "the plan does not fit in GPU memory",
+            "reduce sequence length or batch size, switch to LoRA, or choose a smaller model",
+        ),
+        _spec(
+            "global_batch_not_divisible",
+            "error",
+            "global_batch_size is not a multiple of local_batch_size x dp_size",
+            "choose one of the nearest valid global batch sizes",
+        ),
+        _spec(
+            "manifest_mismatch",
+            "error",
+            "the base model or tokenizer differs from the manifest",
+            "merge_lora needs the same base checkpoint and tokenizer the adapter was trained with",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reported problem. ``rows`` are 1-based input row (or line) numbers when the problem is per row."""
+
+    code: str
+    severity: Severity
+    message: str
+    hint: str = ""
+    rows: tuple[int, ...] | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "code": self.code,
+            "severity": self.severity.value,
+            "message": self.message,
+            "hint": self.hint,
+        }
+        if self.rows is not None:
+            d["rows"] = list(self.rows)
+        if self.data:
+            d.update({k: v for k, v in self.data.items() if k not in d})
+        return d
+
+    def promoted(self) -> Finding:
+        """The same finding as an error (``--strict``)."""
+        if self.severity is Severity.WARNING:
+            return Finding(self.code, Severity.ERROR, self.message, self.hint, self.rows, self.data)
+        return self
+
+
+def finding(
+    code: str,
+    message: str,
+    *,
+    hint: str | None = None,
+    severity: Severity | str | None = None,
+    rows: Iterable[int] | None = None,
+    **data: Any,
+) -> Finding:
+    """Build a finding for a catalogued code; an unknown code is a programming error (KeyError)."""
+    spec = CATALOGUE[code]
+    sev = spec.severity if severity is None else Severity(severity)
+    return Finding(
+        code=code,
+        severity=sev,
+        message=message,
+        hint=spec.hint if hint is None else hint,
+        rows=None if rows is None else tuple(int(r) for r in rows),
+        data=data,
+    )
+
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+
+def apply_strict(findings: Iterable[Finding], strict: bool) -> list[Finding]:
+    return [f.promoted() for f in findings] if strict else list(findings)
+
+
+def exit_code(findings: Iterable[Finding], strict: bool = False) -> int:
+    """0 = no error-level finding; 1 = at least one (``strict`` counts warnings as errors)."""
+    for f in findings:
+        if f.severity is Severity.ERROR or (strict and f.severity is Severity.WARNING):
+            return EXIT_FINDINGS
+    return EXIT_OK
