@@ -1,0 +1,284 @@
+"""``dataprep plan``: per-GPU memory estimate and the seq_length / batch / accumulation that fit the budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import Outcome, output_options, run
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@click.command("plan")
+@click.option(
+    "--model",
+    "-m",
+    required=True,
+    help="A local folder with config.json, or a Hugging Face id in the local cache.",
+)
+@click.option(
+    "--stats",
+    "stats_path",
+    type=click.Path(dir_okay=False),
+    help="Token statistics JSON (`dataprep stats --json`).",
+)
+@click.option(
+    "--dataset",
+    type=click.Path(),
+    help="Compute the statistics from this dataset (through MODEL's chat template).",
+)
+@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs (FSDP2 data-parallel size).")
+@click.option(
+    "--gpu-memory",
+    default="80GiB",
+    show_default=True,
+    help="Memory per GPU: 80GiB, 80G (binary), 80GB (decimal), 81920MiB.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["sft", "lora", "qlora"]),
+    default="sft",
+    show_default=True,
+    help="Full fine-tuning, LoRA, or QLoRA (4-bit NF4 base).",
+)
+@click.option("--lora-rank", type=int, default=8, show_default=True, help="LoRA rank (peft.dim).")
+@click.option("--lora-alpha", type=int, default=32, show_default=True, help="LoRA alpha (peft.alpha).")
+@click.option(
+    "--lora-targets",
+    default="*_proj",
+    show_default=True,
+    help="A glob or a comma-separated list of module names.",
+)
+@click.option("--seq-length", type=int, help="Sequence length (default: the stats' recommended_seq_length).")
+@click.option(
+    "--global-batch-size",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Sequences per optimizer step, all GPUs.",
+)
+@click.option(
+    "--activation-checkpointing",
+    "ac",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="auto: on only when one sequence does not fit without it.",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["masked_ce", "chunked_ce", "fused_linear_ce"]),
+    default="masked_ce",
+    show_default=True,
+    help="Loss function (its logits buffer differs).",
+)
+@click.option(
+    "--param-dtype",
+    type=click.Choice(["bf16", "fp32"]),
+    default="bf16",
+    show_default=True,
+    help="Dtype of the trained parameters and optimizer states.",
+)
+@click.option(
+    "--packing", is_flag=True, help="Pack sequences to seq_length (packed_sequence.packed_sequence_size)."
+)
+@click.option(
+    "--margin", type=float, default=0.1, show_default=True, help="Fraction of GPU memory kept free."
+)
+@click.option(
+    "--overrides",
+    "overrides_path",
+    type=click.Path(dir_okay=False),
+    help="Write the AutoModel overrides YAML here.",
+)
+@output_options
+def plan_cmd(
+    model: str,
+    stats_path: str | None,
+    dataset: str | None,
+    gpus: int,
+    gpu_memory: str,
+    method: str,
+    lora_rank: int,
+    lora_alpha: int,
+    lora_targets: str,
+    seq_length: int | None,
+    global_batch_size: int,
+    ac: str,
+    loss: str,
+    param_dtype: str,
+    packing: bool,
+    margin: float,
+    overrides_path: str | None,
+    as_json: bool,
+    quiet: bool,
+    strict: bool,
+) -> None:
+    """Estimate per-GPU memory for fine-tuning MODEL and recommend what fits the budget.
+
+    Prints the estimate by component (weights, gradients, optimizer states, LoRA, activations, logits, the
+    gathered FSDP layer, CUDA context, allocator headroom), the recommendation (seq_length, local and global
+    batch, gradient accumulation, activation checkpointing) and the AutoModel overrides as YAML and as
+    command-line arguments. Nothing fits: error[oom] with remedies that do. Exit 1 on an error finding.
+
+    \b
+    Example:
+      dataprep plan --model meta-llama/Llama-3.1-8B --stats stats.json --gpus 8 --gpu-memory 80GiB \\
+        --method lora --overrides plan.yaml
+    """
+
+    def body() -> Outcome:
+        from ..errors import UsageError
+        from ..modelconfig import load_model_config
+        from ..plan import make_plan, parse_size
+
+        if stats_path and dataset:
+            raise UsageError("--stats and --dataset: give one", hint="--stats reads saved statistics")
+        if not (stats_path or dataset or seq_length):
+            raise UsageError(
+                "plan needs --stats, --dataset or --seq-length",
+                hint="e.g. --stats stats.json or --seq-length 4096",
+            )
+        if gpus < 1:
+            raise UsageError(f"--gpus {gpus}: at least one GPU", hint="e.g. --gpus 8")
+        mem = parse_size(gpu_memory)
+        if overrides_path:
+            from ..atomic import check_output_path
+
+            check_output_path(overrides_path, [p for p in (stats_path, dataset) if p], force=True)
+        cfg = load_model_config(model)
+        stats = (
+            _read_stats(stats_path)
+            if stats_path
+            else (_compute_stats(dataset, model, seq_length) if dataset else None)
+        )
+        result = make_plan(
+            cfg,
+            stats=stats,
+            seq_length=seq_length,
+            gpus=gpus,
+            gpu_memory_bytes=mem,
+            method=method,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_targets=lora_targets,
+            global_batch_size=global_batch_size,
+            activation_checkpointing=ac,  # type: ignore[arg-type]
+            loss=loss,
+            param_dtype=param_dtype,
+            packing=packing,
+            margin=margin,
+        )
+        overrides = result.overrides()
+        cli = result.cli_overrides()
+        yaml_text = _to_yaml(overrides)
+        if overrides_path:
+            from ..atomic import atomic_write
+
+            with atomic_write(overrides_path) as fh:
+                fh.write(yaml_text)
+        payload = {**result.to_dict(), "overrides": overrides, "cli_overrides": cli}
+        payload.pop("findings", None)
+        if overrides_path:
+            payload["overrides_path"] = str(Path(overrides_path))
+        return Outcome(
+            payload=payload,
+            findings=list(result.findings),
+            render=lambda con: _render(con, result, yaml_text, cli, overrides_path),
+        )
+
+    run(body, as_json=as_json, quiet=quiet, strict=strict)
+
+
+def _read_stats(path: str) -> dict[str, Any]:
+    from ..errors import UnreadableInput
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UnreadableInput(path, f"cannot read ({e.strerror})") from None
+    except ValueError as e:
+        raise UnreadableInput(
+            path, f"not JSON ({e})", hint="write it with `dataprep stats ... --json > stats.json`"
+        ) from None
+    if not isinstance(doc, dict) or not ({"recommended_seq_length", "padding", "tokens"} & doc.keys()):
+        raise UnreadableInput(path, "not a stats document (no recommended_seq_length, padding or tokens)",
+                              hint="write it with `dataprep stats ... --json > stats.json`")  # fmt: skip
+    return doc
+
+
+def _compute_stats(dataset: str, model: str, seq_length: int | None) -> dict[str, Any]:
+    from ..errors import FindingError
+    from ..findings import finding
+    from ..normalize import iter_conversations
+    from ..stats import compute_stats
+    from ..tokenizer import load_tokenizer
+
+    loaded = load_tokenizer(model)
+    if loaded.template is None:
+        raise FindingError(
+            finding("chat_template_missing", f"{model}: no chat template to measure --dataset through")
+        )
+    seqs = sorted({512, 1024, 2048, 4096, 8192, *((seq_length,) if seq_length else ())})
+    return compute_stats(
+        iter_conversations(dataset), loaded, seq_lengths=seqs, batch_sizes=BATCH_SIZES
+    ).to_dict()
+
+
+def _to_yaml(overrides: dict[str, Any]) -> str:
+    import yaml
+
+    return "# AutoModel overrides from `dataprep plan`\n" + yaml.safe_dump(overrides, sort_keys=False)
+
+
+def _render(con, result, yaml_text: str, cli: list[str], overrides_path: str | None) -> None:
+    from rich.table import Table
+
+    d = result.to_dict()
+    mem = d["memory"]
+    title = (
+        f"{result.model.name or result.model.model_type}: {d['parameters'] / 1e9:.2f}B parameters "
+        f"({result.model.parameter_source}), {d['trainable_parameters']:,} trainable, {result.method}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("component")
+    table.add_column("GiB per GPU", justify="right")
+    for name, gib in mem["breakdown"].items():
+        if gib:
+            table.add_row(name.replace("_", " "), f"{gib:.2f}")
+    budget = d["budget"]
+    verdict = "[green]fits[/]" if d["fits"] else "[red]does not fit[/]"
+    table.add_row("[bold]peak estimate[/]", f"[bold]{mem['per_gpu_gib']:.2f}[/]")
+    table.add_row(
+        f"usable ({budget['gpu_memory_gib']:.1f} GiB x {1 - budget['margin']:.2f})",
+        f"{budget['usable_gib']:.2f}",
+    )
+    con.print(table)
+    rec = d["recommendation"]
+    con.print(
+        f"{verdict}: {mem['tokens_per_micro_batch']:,} tokens per micro-batch "
+        f"(local batch x {mem['padded_length']} padded tokens) on {budget['gpus']} GPU(s)"
+    )
+    expected = mem.get("expected_padded_length")
+    if expected and expected < mem["padded_length"]:
+        con.print(
+            f"note: ChatDataset pads every row to seq_length {mem['padded_length']}; a collator padding to the "
+            f"longest row of a batch would hold about {expected} tokens per row (stats: expected longest row)"
+        )
+    if rec["local_batch_size"] is not None:
+        con.print(
+            f"recommendation: seq_length {rec['seq_length']}, local_batch_size {rec['local_batch_size']}, "
+            f"global_batch_size {rec['global_batch_size']} = {rec['local_batch_size']} x dp {rec['dp_size']} x "
+            f"grad accumulation {rec['grad_accumulation']}, activation checkpointing "
+            f"{'on' if rec['activation_checkpointing'] else 'off'}, loss {rec['loss']}"
+        )
+    con.print(
+        "\n[bold]AutoModel overrides[/]" + (f" (written to {overrides_path})" if overrides_path else "")
+    )
+    con.print(yaml_text, markup=False, highlight=False)
+    con.print("[bold]as command-line overrides[/]")
+    con.print(" ".join(cli), markup=False, highlight=False)
