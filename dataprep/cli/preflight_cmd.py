@@ -1,0 +1,258 @@
+"""``dataprep preflight`` and ``dataprep verify-manifest``: the click layer over dataprep.preflight / .manifest."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ._common import Outcome, output_options, run
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    from ..errors import UsageError
+
+    out: dict[str, str] = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key or not val:
+            raise UsageError(f"{flag} {v!r}: expected NAME=VALUE", hint=f"e.g. {flag} prompt=question")
+        out[key] = val
+    return out
+
+
+def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    from ..errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(
+            f"{flag} {text!r}: expected comma-separated integers", hint=f"e.g. {flag} 1024,2048"
+        ) from None
+    if not values or any(v <= 0 for v in values):
+        raise UsageError(f"{flag} {text!r}: expected positive integers")
+    return values
+
+
+@click.command("preflight")
+@click.option("--model", required=True, help="Model folder or Hugging Face id (from the local cache).")
+@click.option("--dataset", required=True, help="Any input normalize reads, or messages JSONL.")
+@click.option("--method", type=click.Choice(["sft", "lora"]), default="sft", show_default=True)
+@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs for the run (data-parallel size).")
+@click.option("--gpu-memory", default="80GiB", show_default=True, help="Memory of one GPU: 80GiB, 24GB, ...")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--val-fraction", type=float, default=0.02, show_default=True, help="Share kept for validation."
+)
+@click.option(
+    "--format", "fmt", default=None, help="Force the record shape (see `dataprep normalize --help`)."
+)
+@click.option("--map", "mapping", multiple=True, help="Map a column: TARGET=SOURCE (repeatable).")
+@click.option("--role-map", multiple=True, help="Map a role name: NAME=ROLE (repeatable).")
+@click.option("--system", default=None, help="System prompt for rows without one.")
+@click.option("--take", type=click.Choice(["chosen"]), default=None, help="Preference data: train on chosen.")
+@click.option("--text-only", is_flag=True, help="Keep only the text parts of multimodal content.")
+@click.option("--encoding", default=None, help="Text encoding of the input (default: UTF-8).")
+@click.option("--chat-template", default=None, help="Template override: a Jinja string, .jinja or JSON file.")
+@click.option("--seq-length", type=int, default=None, help="Sequence length (default: from the stats).")
+@click.option("--seq-lengths", default=None, help="Candidate lengths for the truncation table (comma list).")
+@click.option("--batch-sizes", default=None, help="Candidate micro-batch sizes (comma list).")
+@click.option("--sample", type=int, default=None, help="Measure a random sample of N rows, not all.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes for the stats.")
+@click.option("--global-batch-size", type=int, default=None, help="Global batch size (plan).")
+@click.option("--lora-rank", type=int, default=None, help="LoRA rank (plan, --method lora).")
+@click.option("--lora-alpha", type=int, default=None, help="LoRA alpha (plan, --method lora).")
+@click.option("--lora-targets", default=None, help="LoRA target modules: a glob or a comma list.")
+@click.option("--activation-checkpointing", type=click.Choice(["auto", "on", "off"]), default=None)
+@click.option("--loss", type=click.Choice(["masked_ce", "chunked_ce", "fused_linear_ce"]), default=None)
+@click.option("--param-dtype", type=click.Choice(["bf16", "fp32"]), default=None)
+@click.option("--packing", is_flag=True, default=None, help="Plan with sequence packing.")
+@click.option("--margin", type=float, default=None, help="Memory headroom kept free (plan), e.g. 0.1.")
+@click.option(
+    "--recipe",
+    "recipe_config",
+    default="RECIPE.yaml",
+    show_default=True,
+    help="Recipe YAML named in the printed command line.",
+)
+@output_options
+def preflight_cmd(
+    model: str,
+    dataset: str,
+    method: str,
+    gpus: int,
+    gpu_memory: str,
+    out_dir: str,
+    val_fraction: float,
+    fmt: str | None,
+    mapping: tuple[str, ...],
+    role_map: tuple[str, ...],
+    system: str | None,
+    take: str | None,
+    text_only: bool,
+    encoding: str | None,
+    chat_template: str | None,
+    seq_length: int | None,
+    seq_lengths: str | None,
+    batch_sizes: str | None,
+    sample: int | None,
+    workers: int,
+    global_batch_size: int | None,
+    lora_rank: int | None,
+    lora_alpha: int | None,
+    lora_targets: str | None,
+    activation_checkpointing: str | None,
+    loss: str | None,
+    param_dtype: str | None,
+    packing: bool | None,
+    margin: float | None,
+    recipe_config: str,
+    as_json: bool,
+    quiet: bool,
+    strict: bool,
+) -> None:
+    """Run every check as one pipeline pre-step: inspect, normalize, validate, check-template, stats, plan.
+
+    Writes to OUT: train.jsonl, validation.jsonl (a deterministic split by conversation hash), rejects.jsonl,
+    report.json, report.html, and (when nothing stopped the run) overrides.yaml for the AutoModel recipe and
+    manifest.json for `verify-manifest`. Stops at the first step with an error; exit 0 ready, 1 an error
+    finding (--strict: or a warning), 2 unreadable input or model not found.
+
+    Example:
+
+    \b
+        dataprep preflight --model ./Llama-3.2-1B --dataset data.csv --method lora --gpus 8 --gpu-memory 80GiB --out prep/
+    """
+
+    def body() -> Outcome:
+        from pathlib import Path
+
+        from ..plan import parse_size
+        from ..preflight import PreflightOptions, run_preflight
+
+        opts = PreflightOptions(
+            model=model,
+            dataset=dataset,
+            out_dir=Path(out_dir),
+            method=method,  # type: ignore[arg-type]
+            gpus=gpus,
+            gpu_memory_bytes=parse_size(gpu_memory),
+            val_fraction=val_fraction,
+            fmt=fmt,
+            mapping=_pairs(mapping, "--map") or None,
+            role_map=_pairs(role_map, "--role-map") or None,
+            system=system,
+            take=take,
+            text_only=text_only,
+            encoding=encoding,
+            chat_template=chat_template,
+            seq_length=seq_length,
+            **{
+                k: v
+                for k, v in (
+                    ("seq_lengths", _int_list(seq_lengths, "--seq-lengths")),
+                    ("batch_sizes", _int_list(batch_sizes, "--batch-sizes")),
+                )
+                if v is not None
+            },
+            sample=sample,
+            workers=workers,
+            plan_options={
+                "global_batch_size": global_batch_size,
+                "lora_rank": lora_rank,
+                "lora_alpha": lora_alpha,
+                "lora_targets": lora_targets,
+                "activation_checkpointing": activation_checkpointing,
+                "loss": loss,
+                "param_dtype": param_dtype,
+                "packing": packing,
+                "margin": margin,
+            },
+            strict=strict,
+            recipe_config=recipe_config,
+        )
+        progress = None
+        if not quiet and sys.stderr.isatty():
+
+            def progress(step: str) -> None:
+                click.echo(f"preflight: {step}...", err=True)
+
+        result = run_preflight(opts, progress=progress)
+        if as_json and not quiet:
+            click.echo(result.verdict_line(), err=True)
+
+        def render(con: Any) -> None:
+            _render(con, result)
+
+        return Outcome(
+            payload=dict(result.report),
+            findings=list(result.findings),
+            render=render,
+            exit_code=result.exit_code,
+        )
+
+    run(body, as_json=as_json, quiet=quiet, strict=strict)
+
+
+_MARK = {
+    "ok": "[green]ok[/]",
+    "warning": "[yellow]warning[/]",
+    "error": "[bold red]error[/]",
+    "skipped": "[dim]skipped[/]",
+    "not_run": "[dim]not run[/]",
+}
+
+
+def _render(con: Any, result: Any) -> None:
+    from rich.markup import escape
+
+    for step in result.report["steps"]:
+        n = len(step["findings"])
+        extra = f" ({n} finding{'s' if n != 1 else ''})" if n else ""
+        note = f" [dim]{escape(step['note'])}[/]" if step.get("note") else ""
+        con.print(f"  {escape(step['name']):<15} {_MARK.get(step['status'], step['status'])}{extra}{note}")
+    con.print(escape(result.verdict_line()))
+
+
+@click.command("verify-manifest")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option(
+    "--model", required=True, help="The base model to check: folder or Hugging Face id (local cache)."
+)
+@output_options
+def verify_manifest_cmd(manifest: str, model: str, as_json: bool, quiet: bool, strict: bool) -> None:
+    """Check that MODEL's tokenizer files and checkpoint match a preflight manifest (before merge_lora).
+
+    Exit 0 when every file matches; 1 with `error[manifest_mismatch]` naming each differing file.
+
+    Example:
+
+    \b
+        dataprep verify-manifest prep/manifest.json --model ./Llama-3.2-1B
+    """
+
+    def body() -> Outcome:
+        from ..manifest import check_manifest, mismatch_findings
+
+        check = check_manifest(manifest, model)
+
+        def render(con: Any) -> None:
+            from rich.markup import escape
+
+            if check.ok:
+                con.print(f"{escape(model)} matches {escape(manifest)}: base model and tokenizer unchanged")
+            else:
+                con.print(f"{escape(model)} differs from {escape(manifest)}:")
+                for name in check.differing:
+                    kind = (
+                        "changed" if name in check.changed else "missing" if name in check.missing else "new"
+                    )
+                    con.print(f"  {kind:<8} {escape(name)}")
+
+        return Outcome(payload=check.to_dict(), findings=mismatch_findings(check), render=render)
+
+    run(body, as_json=as_json, quiet=quiet, strict=strict)

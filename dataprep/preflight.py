@@ -1,0 +1,765 @@
+"""``preflight``: every check as one pipeline pre-step, with a report, AutoModel overrides and a manifest.
+
+    inspect -> normalize (unless already messages JSONL) -> validate -> check-template -> stats -> plan
+
+Each step's findings go into one report; the run stops at the first step with an error-level finding
+(``--strict``: a warning) and the report names it (``stopped_at``). Rows that cannot be converted or do not
+validate go to rejects.jsonl with their reason and count as warnings (all rows rejected: an error), so one
+bad row does not block a run but nothing is dropped silently.
+
+Outputs in the output folder, each written atomically: train.jsonl, validation.jsonl, rejects.jsonl,
+report.json, report.html, and, only when no step stopped the run, overrides.yaml and manifest.json (stale
+ones from an earlier run are removed, so a pipeline never trains on a config this run did not approve).
+
+The steps' modules load lazily, inside the step that needs them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .atomic import atomic_write
+from .errors import DataprepError, MissingDependency, ModelNotFound, UnreadableInput, UsageError
+from .findings import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Finding, Severity, apply_strict, finding
+
+STEPS: tuple[str, ...] = ("inspect", "normalize", "validate", "check-template", "stats", "plan")
+OUTPUT_NAMES = {
+    "train": "train.jsonl",
+    "validation": "validation.jsonl",
+    "rejects": "rejects.jsonl",
+    "report_json": "report.json",
+    "report_html": "report.html",
+    "overrides": "overrides.yaml",
+    "manifest": "manifest.json",
+}
+REPORT_VERSION = 1
+MAX_ROWS_LISTED = 100
+TEMPLATE_SAMPLE = 32  # conversations check-template renders from the dataset
+DEFAULT_SEQ_LENGTHS = (512, 1024, 2048, 4096, 8192)
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
+
+Method = Literal["sft", "lora"]
+StepStatus = Literal["ok", "warning", "error", "skipped", "not_run"]
+
+# ---------------------------------------------------------------------------------------------------
+# Options, steps, result
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreflightOptions:
+    """Everything ``dataprep preflight`` was asked to do, as values (the CLI flags)."""
+
+    model: str
+    dataset: str
+    out_dir: Path
+    method: Method = "sft"
+    gpus: int = 1
+    gpu_memory_bytes: int = 80 * 1024**3
+    val_fraction: float = 0.02
+    # normalize
+    fmt: str | None = None
+    mapping: Mapping[str, str] | None = None
+    role_map: Mapping[str, str] | None = None
+    system: str | None = None
+    take: str | None = None
+    text_only: bool = False
+    encoding: str | None = None
+    # template / stats
+    chat_template: str | None = None
+    seq_lengths: tuple[int, ...] = DEFAULT_SEQ_LENGTHS
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    sample: int | None = None
+    workers: int = 1
+    # plan (passed to make_plan by name when it accepts them)
+    seq_length: int | None = None
+    plan_options: Mapping[str, Any] = field(default_factory=dict)
+    strict: bool = False
+    recipe_config: str = "RECIPE.yaml"
+
+    def validate(self) -> None:
+        from .split import check_fraction
+
+        if self.method not in ("sft", "lora"):
+            raise UsageError(f"--method {self.method!r}: choose sft or lora")
+        if self.gpus < 1:
+            raise UsageError(f"--gpus {self.gpus}: at least one GPU", hint="e.g. --gpus 8")
+        if self.gpu_memory_bytes <= 0:
+            raise UsageError("--gpu-memory must be positive", hint="e.g. --gpu-memory 80GiB")
+        if self.seq_length is not None and self.seq_length <= 0:
+            raise UsageError(f"--seq-length {self.seq_length}: must be positive")
+        if self.sample is not None and self.sample <= 0:
+            raise UsageError(f"--sample {self.sample}: must be positive", hint="e.g. --sample 10000")
+        if self.workers < 1:
+            raise UsageError(f"--workers {self.workers}: at least one", hint="e.g. --workers 4")
+        if any(v <= 0 for v in (*self.seq_lengths, *self.batch_sizes)):
+            raise UsageError("--seq-lengths and --batch-sizes take positive integers")
+        check_fraction(self.val_fraction)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "method": self.method,
+            "gpus": self.gpus,
+            "gpu_memory_gib": round(self.gpu_memory_bytes / 1024**3, 2),
+            "val_fraction": self.val_fraction,
+            "format": self.fmt,
+            "chat_template": self.chat_template,
+            "seq_length": self.seq_length,
+            "strict": self.strict,
+            **{k: v for k, v in self.plan_options.items() if v is not None},
+        }
+
+
+@dataclass
+class StepRecord:
+    """One step's outcome: its findings (tagged with the step) and its figures."""
+
+    name: str
+    status: StepStatus = "not_run"
+    findings: list[Finding] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "findings": [f.to_dict() for f in self.findings],
+            "figures": self.figures,
+        }
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    """The report document, every finding, the step that stopped the run (or None) and the exit code."""
+
+    report: dict[str, Any]
+    findings: list[Finding]
+    stopped_at: str | None
+    exit_code: int
+    out_dir: Path
+
+    @property
+    def verdict(self) -> str:
+        return self.report["verdict"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report
+
+    def verdict_line(self) -> str:
+        """One line for stderr: the verdict, why, and where the report is."""
+        counts = Counter(f.severity.value for f in self.findings)
+        tally = ", ".join(
+            f"{counts[s]} {s}{'s' if counts[s] != 1 and s != 'info' else ''}"
+            for s in ("error", "warning")
+            if counts[s]
+        )
+        html = self.out_dir / OUTPUT_NAMES["report_html"]
+        if self.stopped_at:
+            first = next((f for f in self.findings if f.severity is Severity.ERROR), None)
+            why = f" [{first.code}]" if first else ""
+            return f"preflight: FAIL at {self.stopped_at}{why} ({tally}); report: {html}"
+        label = "PASS" if not counts["warning"] else "PASS with warnings"
+        return f"preflight: {label}{f' ({tally})' if tally else ''}; overrides: {self.out_dir / OUTPUT_NAMES['overrides']}; report: {html}"
+
+
+class _Stop(Exception):  # noqa: N818 - control flow: a step ended the run
+    def __init__(self, exit_code: int = EXIT_FINDINGS):
+        super().__init__()
+        self.exit_code = exit_code
+
+
+_EXIT2 = (UsageError, UnreadableInput, ModelNotFound, MissingDependency)
+
+
+def _tag(f: Finding, step: str) -> Finding:
+    return Finding(f.code, f.severity, f.message, f.hint, f.rows, {**dict(f.data), "step": step})
+
+
+def _as_finding(obj: Any) -> Finding:
+    """A Finding, or a finding-like object/dict (code, message, severity?, hint?, rows?) as one."""
+    if isinstance(obj, Finding):
+        return obj
+    if isinstance(obj, Mapping):
+        code, message = obj.get("code"), obj.get("message", "")
+        extra = {k: v for k, v in obj.items() if k not in ("code", "message", "hint", "severity", "rows")}
+        return finding(
+            code, message, hint=obj.get("hint"), severity=obj.get("severity"), rows=obj.get("rows"), **extra
+        )
+    code = obj.code
+    return finding(
+        code,
+        getattr(obj, "message", str(obj)),
+        hint=getattr(obj, "hint", None),
+        severity=getattr(obj, "severity", None),
+        rows=getattr(obj, "rows", None),
+    )
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rejects
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Rejects:
+    """Rejected rows, streamed to rejects.jsonl as they come, counted by (step, code)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.by_step: dict[str, Counter] = {}
+        self.rows: dict[tuple[str, str], list[int]] = {}
+        self.examples: dict[tuple[str, str], str] = {}
+
+    def add(self, step: str, row: int | None, code: str, message: str, record: Any = None) -> None:
+        line = {"row": row, "code": code, "message": message, "step": step}
+        if record is not None:
+            line["record"] = record
+        self.fh.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+        self.by_step.setdefault(step, Counter())[code] += 1
+        rows = self.rows.setdefault((step, code), [])
+        if row is not None and len(rows) < MAX_ROWS_LISTED:
+            rows.append(int(row))
+        self.examples.setdefault((step, code), message)
+
+    def count(self, step: str | None = None) -> int:
+        if step is None:
+            return sum(sum(c.values()) for c in self.by_step.values())
+        return sum(self.by_step.get(step, Counter()).values())
+
+    def findings(self, step: str, rejects_path: Path) -> list[Finding]:
+        """One warning per code: how many rows, the first row numbers, an example message."""
+        out = []
+        for code, n in sorted(self.by_step.get(step, Counter()).items(), key=lambda kv: -kv[1]):
+            example = self.examples[(step, code)]
+            out.append(
+                finding(
+                    code,
+                    f"{n} row{'s' if n != 1 else ''} rejected ({example}); kept in {rejects_path.name}",
+                    severity="warning",
+                    rows=self.rows[(step, code)],
+                    count=n,
+                )
+            )
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(self, opts: PreflightOptions, progress: Callable[[str], None] | None = None):
+        self.o = opts
+        self.out = Path(opts.out_dir)
+        self.paths = {k: self.out / v for k, v in OUTPUT_NAMES.items()}
+        self.steps = {name: StepRecord(name) for name in STEPS}
+        self.progress = progress or (lambda _msg: None)
+        self.source = None
+        self.read_path = opts.dataset
+        self.messages_jsonl = False
+        self.split = None
+        self.row_index: dict[str, Any] = {}
+        self.detection: dict[str, Any] | None = None
+        self.loaded = None
+        self.stats_dict: dict[str, Any] | None = None
+        self.plan = None
+        self.plan_dict: dict[str, Any] | None = None
+        self.seq_length: int | None = None
+        self.overrides: dict[str, Any] | None = None
+        self.command_line: str | None = None
+        self.manifest: dict[str, Any] | None = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _finish_step(
+        self, name: str, findings: Iterable[Any] = (), figures: Mapping[str, Any] | None = None
+    ) -> None:
+        rec = self.steps[name]
+        fs = apply_strict([_tag(_as_finding(f), name) for f in findings], self.o.strict)
+        rec.findings.extend(fs)
+        if figures:
+            rec.figures.update(figures)
+        sev = {f.severity for f in rec.findings}
+        rec.status = "error" if Severity.ERROR in sev else "warning" if Severity.WARNING in sev else "ok"
+        if rec.status == "error":
+            raise _Stop(EXIT_FINDINGS)
+
+    def _fail(self, name: str, err: DataprepError) -> None:
+        """A DataprepError inside a step: its finding stops the run (exit 2 for unreadable/usage/model)."""
+        rec = self.steps[name]
+        rec.findings.append(_tag(err.finding, name))
+        rec.status = "error"
+        raise _Stop(EXIT_USAGE if isinstance(err, _EXIT2) else EXIT_FINDINGS)
+
+    def _step(self, name: str, fn: Callable[[], None]) -> None:
+        self.progress(name)
+        try:
+            fn()
+        except DataprepError as err:
+            self._fail(name, err)
+        except ModuleNotFoundError as err:
+            # A step whose library is not in this build: say so, never skip a check silently.
+            if not (err.name or "").startswith(("dataprep.", "converters")):
+                raise
+            self._fail(name, MissingDependency(f"the {name} step needs {err.name}, which this build lacks"))
+
+    # -- steps -------------------------------------------------------------------------------------
+    def inspect(self) -> None:
+        from .sources import detect_packed, open_source
+
+        src = open_source(self.o.dataset, encoding=self.o.encoding)
+        self.source = src
+        # stdin is spooled to a file by the reader: later steps read that file, not stdin again.
+        files = getattr(src, "files", None) or []
+        self.read_path = str(files[0]) if self.o.dataset == "-" and files else self.o.dataset
+        self.messages_jsonl = (
+            src.format == "jsonl"
+            and "messages" in (src.columns or [])
+            and self.o.fmt in (None, "openai_messages", "messages")
+            and not self.o.mapping
+            and not self.o.role_map
+            and not self.o.system
+            and not self.o.text_only
+        )
+        figures = {
+            "path": str(src.path),
+            "format": src.format,
+            "compression": src.compression,
+            "columns": list(src.columns or []),
+            "num_rows": src.num_rows,
+            "num_rows_exact": src.num_rows_exact,
+            "messages_jsonl": self.messages_jsonl,
+        }
+        self._finish_step("inspect", detect_packed(src), figures)
+
+    def convert_and_split(self) -> None:
+        """normalize -> validate -> split in one streaming pass; rejects written as they come."""
+        from .split import split_conversations
+
+        rej_path = self.paths["rejects"]
+        counters: Counter = Counter()
+        error: DataprepError | None = None
+        with atomic_write(rej_path) as rfh:
+            rejects = _Rejects(rfh)
+            try:
+                convs = self._conversations(rejects, counters)
+                valid = self._validated(convs, rejects, counters)
+                self.split = split_conversations(
+                    valid,
+                    self.paths["train"],
+                    self.paths["validation"],
+                    val_fraction=self.o.val_fraction,
+                    row_index=self.row_index,
+                )
+            except DataprepError as err:  # a whole-input problem: unknown schema, preference data...
+                error = err
+        if error is not None:
+            self._fail("normalize", error)
+        n_in = counters["rows_in"]
+        norm = self.steps["normalize"]
+        if self.messages_jsonl:
+            norm.status = "skipped"
+            norm.note = "the input is messages JSONL already: validated as is"
+        else:
+            n_ok = counters["converted"]
+            norm_findings = rejects.findings("normalize", rej_path)
+            if n_in and not n_ok:
+                norm_findings = [_promote(f) for f in norm_findings]
+            self._finish_step(
+                "normalize",
+                norm_findings,
+                {
+                    "rows_in": n_in,
+                    "converted": n_ok,
+                    "rejected": rejects.count("normalize"),
+                    "detection": self.detection,
+                },
+            )
+        kept = self.split.rows
+        v_findings = rejects.findings("validate", rej_path)
+        if kept == 0:
+            v_findings = [_promote(f) for f in v_findings]
+            if not v_findings:
+                v_findings.append(finding("unreadable_input", f"{self.o.dataset}: the dataset has no rows"))
+        self._finish_step(
+            "validate",
+            v_findings,
+            {"rows_in": n_in, "valid": kept, "rejected": rejects.count(), "split": self.split.to_dict()},
+        )
+
+    def _conversations(self, rejects: _Rejects, counters: Counter) -> Iterator[tuple[int, dict]]:
+        if self.messages_jsonl:
+            return self._read_messages_jsonl(rejects, counters)
+        # Detection errors (unknown schema, preference data) raise here, before the first row.
+        return self._normalized(rejects, counters)
+
+    def _read_messages_jsonl(self, rejects: _Rejects, counters: Counter) -> Iterator[tuple[int, dict]]:
+        """Messages JSONL read line by line as written (no Arrow round trip that would add null keys)."""
+        from .sources.sniff import open_decompressed
+
+        files = getattr(self.source, "files", None) or [self.source.path]
+        with open_decompressed(files[0], self.source.compression) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                text = raw.decode(self.o.encoding or "utf-8", errors="replace").strip()
+                if not text:
+                    continue
+                counters["rows_in"] += 1
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as err:
+                    rejects.add("validate", lineno, "invalid_json", f"line {lineno}: {err.msg}", text[:2000])
+                    continue
+                yield lineno, obj
+
+    def _normalized(self, rejects: _Rejects, counters: Counter) -> Iterator[tuple[int, dict]]:
+        """The converters' stream, with every rejected row recorded."""
+        items, detection, records_read = normalize_items(self.o, self.read_path)
+        self.detection = detection
+
+        def gen() -> Iterator[tuple[int, dict]]:
+            for item in items:
+                counters["rows_in"] += 1
+                if isinstance(item, tuple):
+                    counters["converted"] += 1
+                    yield item
+                else:
+                    rejects.add("normalize", item.row, item.code, item.message, item.record)
+            counters["records_read"] = records_read[0]
+
+        return gen()
+
+    def _validated(
+        self, convs: Iterable[tuple[int, dict]], rejects: _Rejects, counters: Counter
+    ) -> Iterator[tuple[int, dict]]:
+        from .messages import validate_conversation
+
+        for row, conv in convs:
+            problems = validate_conversation(conv)
+            if problems:
+                p = problems[0]
+                rejects.add("validate", row, p.code, p.message, conv)
+                continue
+            counters["valid"] += 1
+            yield row, conv
+
+    def check_template(self) -> None:
+        from .tokenizer import load_tokenizer
+
+        self.loaded = load_tokenizer(self.o.model, chat_template=self.o.chat_template)
+        if self.loaded.template is None:
+            # No template: nothing to lint; ChatDataset would raise at start-up.
+            missing = finding(
+                "chat_template_missing",
+                f"{self.o.model}: the tokenizer has no chat template and no --chat-template was given"
+                " (AutoModel: 'ChatDataset requires a tokenizer with chat template support.')",
+            )
+            self._finish_step("check-template", [missing], {"tokenizer": _safe_to_dict(self.loaded)})
+        findings, figures = lint_template(self.loaded, self.paths["train"], TEMPLATE_SAMPLE)
+        # The dataset check names train.jsonl lines: give the input rows instead.
+        findings = [_remap_rows(f, self.row_index.get("train")) for f in findings]
+        self._finish_step("check-template", findings, figures)
+
+    def _split_conversations(self) -> Iterator[tuple[int, dict]]:
+        """train then validation, each conversation with its input row number."""
+        for key in ("train", "validation"):
+            rows = self.row_index.get(key)
+            with open(self.paths[key], encoding="utf-8") as fh:
+                for i, line in enumerate(fh):
+                    yield (int(rows[i]) if rows is not None and i < len(rows) else i + 1), json.loads(line)
+
+    def stats(self) -> None:
+        from .stats import compute_stats
+
+        seq_lengths = tuple(
+            sorted({*self.o.seq_lengths, *([self.o.seq_length] if self.o.seq_length else [])})
+        )
+        kwargs = {"seq_lengths": seq_lengths, "batch_sizes": self.o.batch_sizes, "sample": self.o.sample}
+        kwargs = _accepted(compute_stats, {**kwargs, "workers": self.o.workers})
+        result = compute_stats(self._split_conversations(), self.loaded, **kwargs)
+        self.stats_dict = result.to_dict()
+        self._finish_step("stats", getattr(result, "findings", []), self.stats_dict)
+
+    def plan_step(self) -> None:
+        from .modelconfig import load_model_config
+        from .plan import make_plan
+
+        cfg = load_model_config(self.o.model)
+        kwargs = {
+            "stats": self.stats_dict,
+            "seq_length": self.o.seq_length,
+            "gpus": self.o.gpus,
+            "gpu_memory_bytes": self.o.gpu_memory_bytes,
+            "method": self.o.method,
+            **{k: v for k, v in self.o.plan_options.items() if v is not None},
+        }
+        self.plan = make_plan(cfg, **_accepted(make_plan, kwargs))
+        self.plan_dict = self.plan.to_dict()
+        rec = self.plan_dict.get("recommendation") or {}
+        self.seq_length = (
+            rec.get("seq_length")
+            or self.o.seq_length
+            or (self.stats_dict or {}).get("recommended_seq_length")
+        )
+        self._finish_step("plan", getattr(self.plan, "findings", None) or [], self.plan_dict)
+
+    # -- outputs -----------------------------------------------------------------------------------
+    def write_overrides(self) -> None:
+        from .overrides import RECIPES, build_overrides, command_line, to_yaml
+
+        plan_over = self.plan.overrides() if self.plan is not None and hasattr(self.plan, "overrides") else {}
+        # The memory estimate assumed a loss: pin it even when it is the recipes' default.
+        loss = ((self.plan_dict or {}).get("recommendation") or {}).get("loss")
+        if "loss_fn" not in plan_over and loss:
+            from .plan import LOSS_TARGETS
+
+            if loss in LOSS_TARGETS:
+                plan_over = {**plan_over, "loss_fn": {"_target_": LOSS_TARGETS[loss]}}
+        self.overrides = build_overrides(
+            model=self.o.model,
+            train_path=self.paths["train"],
+            validation_path=self.paths["validation"] if self.split and self.split.validation_rows else None,
+            seq_length=self.seq_length,
+            method=self.o.method,
+            chat_template=self.o.chat_template,
+            plan_overrides=plan_over,
+        )
+        self.command_line = command_line(self.overrides, config=self.o.recipe_config)
+        header = (
+            f"AutoModel overrides for {RECIPES[self.o.method]}, written by dataprep preflight {_now()}.\n"
+            f"Merge into the recipe YAML, or pass on the command line:\n{self.command_line}"
+        )
+        with atomic_write(self.paths["overrides"]) as fh:
+            fh.write(to_yaml(self.overrides, header=header))
+
+    def write_manifest(self) -> None:
+        from .manifest import DataFile, build_manifest, resolved_from_dir
+
+        data = {
+            key: DataFile(str(self.paths[key].resolve()), sha, rows)
+            for key, sha, rows in (
+                ("train", self.split.train_sha256, self.split.train_rows),
+                ("validation", self.split.validation_sha256, self.split.validation_rows),
+            )
+        }
+        loaded = self.loaded
+        resolved = resolved_from_dir(self.o.model, loaded.model_dir) if loaded is not None else None
+        tmpl_path = (
+            self.o.chat_template if self.o.chat_template and Path(self.o.chat_template).is_file() else None
+        )
+        m = build_manifest(
+            self.o.model,
+            data=data,
+            chat_template=getattr(loaded, "template", None),
+            template_source=getattr(loaded, "template_source", None),
+            chat_template_path=tmpl_path,
+            method=self.o.method,
+            resolved=resolved,
+        )
+        self.manifest = m.to_dict()
+        with atomic_write(self.paths["manifest"]) as fh:
+            fh.write(json.dumps(self.manifest, indent=2, ensure_ascii=False) + "\n")
+
+    def remove_stale(self) -> None:
+        for key in ("overrides", "manifest"):
+            self.paths[key].unlink(missing_ok=True)
+
+    # -- the whole thing ---------------------------------------------------------------------------
+    def run(self) -> PreflightResult:
+        from .manifest import library_versions
+
+        _refuse_input_overwrite(self.o.dataset, self.paths)
+        self.out.mkdir(parents=True, exist_ok=True)
+        stopped_at: str | None = None
+        exit_code = EXIT_OK
+        order: list[tuple[str, Callable[[], None]]] = [
+            ("inspect", self.inspect),
+            ("normalize", self.convert_and_split),  # normalize + validate + split: one pass
+            ("check-template", self.check_template),
+            ("stats", self.stats),
+            ("plan", self.plan_step),
+        ]
+        try:
+            for name, fn in order:
+                self._step(name, fn)
+        except _Stop as stop:
+            stopped_at = next((s.name for s in self.steps.values() if s.status == "error"), None)
+            exit_code = stop.exit_code
+        if stopped_at is None:
+            self.write_overrides()
+            self.write_manifest()
+        else:
+            self.remove_stale()
+        findings = [f for s in self.steps.values() for f in s.findings]
+        if exit_code == EXIT_OK and any(f.severity is Severity.ERROR for f in findings):
+            exit_code = EXIT_FINDINGS
+        report = self.report(findings, stopped_at, exit_code, library_versions())
+        with atomic_write(self.paths["report_json"]) as fh:
+            fh.write(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
+        from .report_html import write_report_html
+
+        write_report_html(report, self.paths["report_html"])
+        _readable(self.paths.values())
+        return PreflightResult(report, findings, stopped_at, exit_code, self.out)
+
+    def report(
+        self, findings: list[Finding], stopped_at: str | None, exit_code: int, versions
+    ) -> dict[str, Any]:
+        has_warn = any(f.severity is Severity.WARNING for f in findings)
+        verdict = "fail" if exit_code != EXIT_OK else "pass_with_warnings" if has_warn else "pass"
+        outputs = {}
+        for key, path in self.paths.items():
+            if path.exists():
+                outputs[key] = str(path.resolve())
+        overrides_yaml = None
+        if self.overrides is not None and self.paths["overrides"].exists():
+            overrides_yaml = self.paths["overrides"].read_text(encoding="utf-8")
+            overrides_yaml = (
+                "\n".join(ln for ln in overrides_yaml.splitlines() if not ln.startswith("#")) + "\n"
+            )
+        return {
+            "dataprep_report": REPORT_VERSION,
+            "created": _now(),
+            "verdict": verdict,
+            "stopped_at": stopped_at,
+            "exit_code": exit_code,
+            "inputs": self.o.to_dict(),
+            "seq_length": self.seq_length,
+            "steps": [s.to_dict() for s in self.steps.values()],
+            "findings": [f.to_dict() for f in findings],
+            "split": self.split.to_dict() if self.split is not None else None,
+            "outputs": outputs,
+            "overrides": self.overrides,
+            "overrides_yaml": overrides_yaml,
+            "command_line": self.command_line,
+            "manifest": self.manifest,
+            "versions": versions,
+        }
+
+
+def run_preflight(
+    opts: PreflightOptions, *, progress: Callable[[str], None] | None = None
+) -> PreflightResult:
+    """Run every step, write the outputs, and return the report with the exit code it implies.
+
+    Raises UsageError for bad options (before anything is written); every other problem is a finding in
+    the report, and exit code 2 marks the ones DESIGN.md gives 2 (unreadable input, model not found).
+    """
+    opts.validate()
+    return _Run(opts, progress).run()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Adapters to the other steps' libraries (kept here so a signature change touches one place)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _accepted(fn: Callable, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``fn`` takes (all of them when it has ``**kwargs``), None values dropped."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return {k: v for k, v in kwargs.items() if v is not None}
+    return {k: v for k, v in kwargs.items() if k in params and v is not None}
+
+
+def _safe_to_dict(obj: Any) -> dict[str, Any]:
+    try:
+        return obj.to_dict()
+    except Exception as err:  # a figure we cannot get must not stop the run
+        return {"error": str(err)}
+
+
+def _readable(paths: Iterable[Path]) -> None:
+    """Outputs get the usual mode (0666 less the umask): temp files are created 0600, and the trainer
+    may run as another user."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in paths:
+        if p.exists():
+            os.chmod(p, 0o666 & ~umask)
+
+
+def _promote(f: Finding) -> Finding:
+    return Finding(f.code, Severity.ERROR, f.message, f.hint, f.rows, f.data)
+
+
+def normalize_items(opts: PreflightOptions, path: str) -> tuple[Iterator[Any], dict[str, Any], list[int]]:
+    """The converters' stream: ``(row, conversation)`` or a Reject (``.row .code .message .record``), in
+    input order, plus the detected shape and a counter of records read.
+
+    Uses normalize's streaming core (``_prepare``/``_stream``): ``iter_conversations`` skips the rejects,
+    and preflight must keep every one of them.
+    """
+    from converters._common import ConvertOptions
+
+    from . import normalize as N  # noqa: N812 - issue 3's module
+
+    if opts.take not in (None, "chosen"):
+        raise UsageError(f"--take {opts.take!r}: only 'chosen' is supported")
+    options = ConvertOptions(
+        role_map=dict(opts.role_map or {}), system=opts.system, take=opts.take, text_only=opts.text_only
+    )
+    plan = N._prepare(
+        path,
+        fmt=opts.fmt,
+        mapping=opts.mapping,
+        options=options,
+        encoding=opts.encoding,
+        batch_rows=8192,
+    )
+    counter = [0]
+    return N._stream(plan, counter), plan.detection.to_dict(), counter
+
+
+def lint_template(loaded: Any, dataset: Path, samples: int) -> tuple[list[Finding], dict[str, Any]]:
+    """The template engineer's lint, with the first ``samples`` rows of ``dataset`` rendered."""
+    import importlib
+
+    T = importlib.import_module("dataprep.template_lint")  # noqa: N806 - issue 4's module
+    report = T.lint_template(
+        loaded, **_accepted(T.lint_template, {"dataset": str(dataset), "samples": samples})
+    )
+    figures = _safe_to_dict(report)
+    figures.pop("findings", None)
+    return [_as_finding(f) for f in report.findings], figures
+
+
+def _remap_rows(f: Finding, index: Any) -> Finding:
+    if not f.rows or index is None:
+        return f
+    rows = tuple(int(index[r - 1]) if 0 < r <= len(index) else r for r in f.rows)
+    return Finding(f.code, f.severity, f.message, f.hint, rows, f.data)
+
+
+def _refuse_input_overwrite(dataset: str, paths: Mapping[str, Path]) -> None:
+    from .atomic import same_file
+
+    if dataset == "-":
+        return
+    src = Path(dataset).expanduser()
+    for path in paths.values():
+        if path.resolve() == src.resolve() or same_file(path, src):
+            raise DataprepError(
+                finding(
+                    "output_would_overwrite_input",
+                    f"{path}: an output of preflight would overwrite the input {dataset}",
+                    hint="choose another --out folder",
+                )
+            )
