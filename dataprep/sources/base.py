@@ -56,4 +56,4 @@ class Batch:
 def iter_records(batches: Iterator[Batch]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row number, record) pairs, for code that has no use for batches."""
     for b in batches:
-        yield from zip(b.row_numbers(), b.records())
+        yield from zip(b.row_numbers(), b.records(), strict=True)
