@@ -1,0 +1,147 @@
+"""``dataprep normalize IN OUT``: any records -> OpenAI messages JSONL, plus a rejects file."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+import click
+
+from ..errors import UsageError
+from ._common import Outcome, output_options, run
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A rich progress bar on stderr when it is a terminal; None otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ._common import console
+
+    with Progress(
+        TextColumn("normalizing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("rows", total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total if total and total >= done else None)
+
+        yield update
+
+
+def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    """``("a=b", ...)`` -> ``{"a": "b"}``; anything else is a usage error naming the flag."""
+    out: dict[str, str] = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key or not val:
+            raise UsageError(f"{flag} {v!r}: expected NAME=VALUE", hint=f"e.g. {flag} gpt=assistant")
+        out[key] = val
+    return out
+
+
+@click.command("normalize")
+@click.argument("inp", metavar="IN", type=click.Path(dir_okay=True, allow_dash=True))
+@click.argument("out", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", metavar="NAME", help="Force a record shape instead of detecting it.")
+@click.option("--map", "maps", multiple=True, metavar="TARGET=SOURCE", help="Read column SOURCE as TARGET.")
+@click.option(
+    "--role-map", "role_maps", multiple=True, metavar="FROM=TO", help="Rename a role (gpt=assistant)."
+)
+@click.option("--system", metavar="TEXT", help="Add this system message to rows without one.")
+@click.option("--take", type=click.Choice(["chosen"]), help="Preference pairs: train on the chosen answers.")
+@click.option("--text-only", is_flag=True, help="Keep the text parts of messages with images or audio.")
+@click.option("--dedup", is_flag=True, help="Drop exact duplicates of the normalized conversation.")
+@click.option("--all-paths", is_flag=True, help="OASST trees: every root-to-leaf path, not only the best.")
+@click.option(
+    "--rejects", type=click.Path(dir_okay=False), help="Rejects file [default: OUT stem + .rejects.jsonl]."
+)
+@click.option("--force", is_flag=True, help="Replace OUT (and the rejects file) when they exist.")
+@click.option("--encoding", metavar="ENC", help="Text encoding of IN (default: UTF-8).")
+@output_options
+def normalize_cmd(
+    inp,
+    out,
+    fmt,
+    maps,
+    role_maps,
+    system,
+    take,
+    text_only,
+    dedup,
+    all_paths,
+    rejects,
+    force,
+    encoding,
+    as_json,
+    quiet,
+    strict,
+):
+    """Convert records (alpaca, sharegpt, prompt/completion, dolly, OASST, OpenAI messages...) to the chat
+    JSONL AutoModel's ChatDataset reads.
+
+    \b
+    Example:
+      dataprep normalize train.csv train.jsonl --map instruction=question --map output=answer
+
+    \b
+    Shapes: openai_messages, sharegpt, alpaca, prompt_completion, dolly, oasst, preference (--take chosen).
+    Every input row ends in OUT, in the rejects file (row number, code, message, original record), or in
+    the duplicate count: the summary shows read = written + rejected + duplicates.
+    Rejected rows do not fail the run: each reject code is a warning (exit 0; --strict exits 1). When no
+    row survives, they are errors (exit 1). Packed input, preference data without --take, lone text and
+    an unrecognised shape are refused with exit 1; bad flags and unreadable input exit 2.
+    """
+
+    def body() -> Outcome:
+        from ..normalize import normalize
+
+        with _progress(enabled=not (quiet or as_json)) as progress:
+            result = normalize(
+                inp,
+                out,
+                fmt=fmt,
+                mapping=parse_pairs(maps, "--map"),
+                role_map=parse_pairs(role_maps, "--role-map"),
+                system=system,
+                take=take,
+                text_only=text_only,
+                dedup=dedup,
+                all_paths=all_paths,
+                rejects=rejects,
+                force=force,
+                encoding=encoding,
+                progress=progress,
+            )
+
+        def render(con) -> None:
+            from rich.markup import escape
+
+            d = result.detection
+            how = "forced" if d.forced else "detected"
+            con.print(
+                f"shape: [bold]{d.shape}[/] ({how}, confidence {d.confidence:.2f}; "
+                f"columns: {escape(', '.join(d.matched) or '-')})"
+            )
+            unit = result.unit + "s"
+            con.print(
+                f"{unit}: read {result.read} = written {result.written} + rejected {result.rejected}"
+                f" + duplicates {result.duplicates}"
+                + (f"  (from {result.records_read} input rows)" if result.unit != "row" else "")
+            )
+            con.print(f"wrote {escape(str(result.output))}")
+            if result.rejected:
+                con.print(f"rejects: {escape(str(result.rejects_path))}")
+
+        return Outcome(result.to_dict(), result.findings(), render)
+
+    run(body, as_json=as_json, quiet=quiet, strict=strict)

@@ -1,0 +1,314 @@
+"""The conversation schema AutoModel's ChatDataset reads, and the pure function that checks it.
+
+A conversation is JSON-native data: ``{"messages": [Message, ...], "tools"?: [...]}``. The TypedDicts
+below document the keys; the normalized output holds exactly these keys, in this order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+MESSAGE_KEYS: tuple[str, ...] = ("role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content")
+
+
+class FunctionCall(TypedDict):
+    name: str
+    arguments: str  # a JSON document, as a string
+
+
+class ToolCall(TypedDict):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class _MessageRequired(TypedDict):
+    role: Role
+    content: str
+
+
+class Message(_MessageRequired, total=False):
+    name: str
+    tool_calls: list[ToolCall]
+    tool_call_id: str
+    reasoning_content: str
+
+
+class _ConversationRequired(TypedDict):
+    messages: list[Message]
+
+
+class Conversation(_ConversationRequired, total=False):
+    tools: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken invariant: a catalogued row code, a message, and the message index (None: the row)."""
+
+    code: str
+    message: str
+    index: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "index": self.index}
+
+
+def _blank(s: Any) -> bool:
+    return not isinstance(s, str) or not s.strip()
+
+
+def _check_tool_call(i: int, j: int, call: Any) -> Problem | None:
+    where = f"message {i}: tool call {j}"
+    if not isinstance(call, dict):
+        return Problem("invalid_tool_call", f"{where} is not an object", i)
+    if _blank(call.get("id")):
+        return Problem("invalid_tool_call", f"{where} has no id", i)
+    if call.get("type", "function") != "function":
+        return Problem("invalid_tool_call", f"{where} has type {call.get('type')!r}, not 'function'", i)
+    fn = call.get("function")
+    if not isinstance(fn, dict) or _blank(fn.get("name")):
+        return Problem("invalid_tool_call", f"{where} has no function name", i)
+    args = fn.get("arguments")
+    if not isinstance(args, str):
+        return Problem("invalid_tool_call", f"{where}: arguments are not a JSON string", i)
+    try:
+        json.loads(args)
+    except ValueError:
+        return Problem("invalid_tool_call", f"{where}: arguments are not valid JSON", i)
+    return None
+
+
+def validate_conversation(conv: Any) -> list[Problem]:
+    """Check one conversation against the schema ChatDataset accepts; return every problem found.
+
+    Invariants (each broken one is a Problem with a catalogued code and the message index):
+
+    - the row is an object with a non-empty ``messages`` list of objects (``missing_field``);
+      ``tools``, when present, is a list of objects (``invalid_tool_call``);
+    - every role is one of system, user, assistant, tool (``unknown_role``);
+    - ``content`` is a string (``missing_field``); system and user content is not blank, and neither is the
+      content of an assistant message without tool calls (``empty_content``);
+    - a system message appears only at index 0 (``role_order``);
+    - at least one assistant message has non-blank content (``no_assistant_turn``);
+    - assistant ``tool_calls`` are ``{"id", "type": "function", "function": {"name", "arguments"}}`` with
+      ``arguments`` a JSON string (``invalid_tool_call``);
+    - a tool message has a non-empty ``tool_call_id`` (``invalid_tool_call``) that an earlier assistant
+      message's tool call carries (``role_order``);
+    - ``reasoning_content``, ``name`` and ``tool_call_id``, when present, are strings (``missing_field``).
+    """
+    if not isinstance(conv, dict):
+        return [Problem("missing_field", "the row is not an object")]
+    messages = conv.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return [Problem("missing_field", "the row has no 'messages' list")]
+    problems: list[Problem] = []
+    tools = conv.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        problems.append(Problem("invalid_tool_call", "'tools' is not a list of objects"))
+    call_ids: set[str] = set()
+    answered = False
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            problems.append(Problem("missing_field", f"message {i} is not an object", i))
+            continue
+        role = m.get("role")
+        if role not in ROLES:
+            problems.append(Problem("unknown_role", f"message {i} has role {role!r}", i))
+            continue
+        content = m.get("content")
+        if not isinstance(content, str):
+            problems.append(Problem("missing_field", f"message {i} ({role}) has no string content", i))
+            continue
+        for key in ("name", "tool_call_id", "reasoning_content"):
+            if key in m and not isinstance(m[key], str):
+                problems.append(Problem("missing_field", f"message {i}: {key} is not a string", i))
+        if role == "system" and i != 0:
+            problems.append(Problem("role_order", f"system message at index {i}; system goes only first", i))
+        calls = m.get("tool_calls")
+        if calls is not None and role != "assistant":
+            problems.append(Problem("invalid_tool_call", f"message {i} ({role}) carries tool_calls", i))
+        if role == "assistant" and calls is not None:
+            if not isinstance(calls, list) or not calls:
+                problems.append(
+                    Problem("invalid_tool_call", f"message {i}: tool_calls is not a non-empty list", i)
+                )
+            else:
+                for j, call in enumerate(calls):
+                    p = _check_tool_call(i, j, call)
+                    if p is not None:
+                        problems.append(p)
+                    else:
+                        call_ids.add(call["id"])
+        if role == "tool":
+            tcid = m.get("tool_call_id")
+            if _blank(tcid):
+                problems.append(Problem("invalid_tool_call", f"message {i} (tool) has no tool_call_id", i))
+            elif tcid not in call_ids:
+                problems.append(
+                    Problem(
+                        "role_order", f"tool message at index {i} answers no earlier tool call {tcid!r}", i
+                    )
+                )
+        elif role in ("system", "user") and not content.strip():
+            problems.append(Problem("empty_content", f"message {i} ({role}) has empty content", i))
+        elif role == "assistant":
+            if content.strip():
+                answered = True
+            elif not calls:
+                problems.append(Problem("empty_content", f"message {i} (assistant) has empty content", i))
+    if not answered and not any(
+        p.code in ("empty_content", "unknown_role", "missing_field") for p in problems
+    ):
+        problems.append(Problem("no_assistant_turn", "no assistant message with content"))
+    return problems
+
+
+# -- a whole JSONL file (``dataprep validate``) -----------------------------------------------------------
+
+FIRST_ROWS = 20
+_VALIDATE_HINTS = {
+    "missing_field": 'each line is {"messages": [{"role", "content"}, ...]}: convert records with dataprep normalize',
+}
+MAX_PROBLEMS = 100
+
+
+@dataclass(frozen=True)
+class ValidateResult:
+    """Per-line checks of a messages JSONL: counts by code, the first lines of each, the first problems."""
+
+    path: str
+    rows: int
+    valid: int
+    by_code: dict[str, int]
+    first_rows: dict[str, tuple[int, ...]]
+    first_message: dict[str, str]
+    problems: tuple[dict[str, Any], ...]
+
+    @property
+    def invalid(self) -> int:
+        return self.rows - self.valid
+
+    def findings(self) -> list[Any]:
+        from .findings import finding
+
+        out = []
+        for code, n in sorted(self.by_code.items(), key=lambda kv: (-kv[1], kv[0])):
+            rows = self.first_rows[code]
+            out.append(
+                finding(
+                    code,
+                    f"{n} line{'s' if n != 1 else ''} (first: line {rows[0]}: {self.first_message[code]})",
+                    rows=rows,
+                    hint=_VALIDATE_HINTS.get(code),
+                    count=n,
+                )
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "by_code": dict(sorted(self.by_code.items())),
+            "problems": list(self.problems),
+        }
+
+
+def _open_lines(path: str):
+    import bz2
+    import gzip
+
+    from .errors import UnreadableInput
+
+    if path == "-":
+        import sys
+
+        return sys.stdin.buffer
+    try:
+        if path.endswith(".gz"):
+            return gzip.open(path, "rb")
+        if path.endswith(".bz2"):
+            return bz2.open(path, "rb")
+        if path.endswith(".zst"):
+            import zstandard
+
+            return zstandard.open(path, "rb")
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller
+    except IsADirectoryError:
+        raise UnreadableInput(path, "is a directory, not a JSONL file") from None
+    except OSError as e:
+        raise UnreadableInput(path, e.strerror or str(e)) from None
+
+
+def validate_file(path: str) -> ValidateResult:
+    """Check every line of a messages JSONL with ``validate_conversation``; line numbers are 1-based.
+
+    Blank lines are skipped (not counted); a line that is not JSON or not UTF-8 is ``invalid_json``.
+    """
+    from .errors import UnreadableInput
+
+    rows = valid = 0
+    by_code: dict[str, int] = {}
+    first_rows: dict[str, list[int]] = {}
+    first_message: dict[str, str] = {}
+    problems: list[dict[str, Any]] = []
+
+    def note(line: int, p: Problem) -> None:
+        by_code[p.code] = by_code.get(p.code, 0) + 1
+        lst = first_rows.setdefault(p.code, [])
+        if len(lst) < FIRST_ROWS:
+            lst.append(line)
+        first_message.setdefault(p.code, p.message)
+        if len(problems) < MAX_PROBLEMS:
+            problems.append({"line": line, **p.to_dict()})
+
+    fh = _open_lines(path)
+    try:
+        for n, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            rows += 1
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                note(n, Problem("invalid_json", "the line is not UTF-8"))
+                continue
+            except ValueError as e:
+                note(n, Problem("invalid_json", f"not valid JSON: {e}"))
+                continue
+            if isinstance(obj, dict) and "messages" not in obj and "conversations" in obj:
+                note(n, Problem("missing_field", "a ShareGPT 'conversations' row: run dataprep normalize"))
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("tools"), str):
+                try:
+                    obj = {**obj, "tools": json.loads(obj["tools"])}  # ChatDataset accepts a JSON string
+                except ValueError:
+                    note(n, Problem("invalid_tool_call", "'tools' is a string that is not JSON"))
+                    continue
+            found = validate_conversation(obj)
+            if found:
+                for p in found:
+                    note(n, p)
+            else:
+                valid += 1
+    except OSError as e:
+        raise UnreadableInput(path, str(e)) from None
+    finally:
+        if path != "-":
+            fh.close()
+    return ValidateResult(
+        path=path,
+        rows=rows,
+        valid=valid,
+        by_code=by_code,
+        first_rows={k: tuple(v) for k, v in first_rows.items()},
+        first_message=first_message,
+        problems=tuple(problems),
+    )

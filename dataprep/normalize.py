@@ -1,0 +1,530 @@
+"""Any records in, OpenAI messages JSONL out, nothing lost.
+
+    open source -> refuse packed -> rename mapped columns -> detect (or force) the shape
+      -> convert batch by batch -> validate every conversation -> drop exact duplicates (optional)
+      -> OUT JSONL + rejects JSONL, both written atomically
+
+Every input row ends in the output, the rejects file (row number, code, message, original record) or the
+duplicate count: ``read == written + rejected + duplicates``. For OASST trees the unit is the
+conversation (a root-to-leaf path), not the row; ``records_read`` still counts input rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from converters import registry
+from converters._common import Converter, ConvertOptions, Reject, prune_nulls
+from converters.registry import Detection
+
+from .atomic import atomic_write, check_output_path
+from .errors import DataprepError, FindingError, UsageError
+from .findings import Finding, finding
+from .messages import validate_conversation
+from .sources.base import Batch
+
+SAMPLE_ROWS = 100
+DETECT_ROWS = 1000
+FIRST_ROWS = 20
+
+
+def dumps_line(conv: Mapping[str, Any]) -> str:
+    """One output line: compact, UTF-8 (no ASCII escaping), keys in schema order; deterministic."""
+    return json.dumps(conv, ensure_ascii=False, separators=(",", ":"))
+
+
+def default_rejects_path(out: str | Path) -> Path:
+    """``data/out.jsonl`` -> ``data/out.rejects.jsonl``."""
+    p = Path(out)
+    return p.with_name(p.stem + ".rejects.jsonl")
+
+
+@dataclass(frozen=True)
+class NormalizeResult:
+    """What a normalize run did: the shape it read, where it wrote, and counts that reconcile."""
+
+    input: str
+    output: str | None
+    rejects_path: str | None
+    detection: Detection
+    read: int
+    written: int
+    rejected: int
+    duplicates: int
+    records_read: int
+    unit: str  # "row", or "conversation" for tree shapes
+    rejected_by_code: Mapping[str, int] = field(default_factory=dict)
+    first_rows: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    first_message: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def reconciled(self) -> bool:
+        return self.read == self.written + self.rejected + self.duplicates
+
+    def findings(self) -> list[Finding]:
+        """A warning per reject code (an error when no row survived), and info on dropped duplicates."""
+        out: list[Finding] = []
+        severity = "error" if self.read and not self.written else "warning"
+        for code, n in sorted(self.rejected_by_code.items(), key=lambda kv: (-kv[1], kv[0])):
+            rows = self.first_rows.get(code, ())
+            out.append(
+                finding(
+                    code,
+                    f"{n} {self.unit}{'s' if n != 1 else ''} rejected (first: row {rows[0] if rows else '?'}: "
+                    f"{self.first_message.get(code, '')})",
+                    severity=severity,
+                    rows=rows,
+                    count=n,
+                )
+            )
+        if self.duplicates:
+            out.append(
+                finding(
+                    "duplicate_row",
+                    f"{self.duplicates} exact duplicate {self.unit}s dropped (--dedup)",
+                    severity="info",
+                    count=self.duplicates,
+                )
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "rejects": self.rejects_path,
+            "detection": self.detection.to_dict(),
+            "unit": self.unit,
+            "counts": {
+                "read": self.read,
+                "written": self.written,
+                "rejected": self.rejected,
+                "duplicates": self.duplicates,
+                "records_read": self.records_read,
+                "rejected_by_code": dict(sorted(self.rejected_by_code.items())),
+            },
+            "reconciled": self.reconciled,
+        }
+
+
+# -- the stream ---------------------------------------------------------------------------------------
+
+
+def _parse_pairs(pairs: Mapping[str, str] | None) -> dict[str, str]:
+    return dict(pairs or {})
+
+
+def _rename_batch(batch: Batch, mapping: Mapping[str, str]) -> Batch:
+    """Apply ``--map target=source``: the source column takes the target name (replacing any target)."""
+    if not mapping:
+        return batch
+    inverse = {src: tgt for tgt, src in mapping.items()}
+    targets = set(mapping)
+    if batch.table is not None:
+        t = batch.table
+        keep = [n for n in t.column_names if n in inverse or n not in targets]
+        t = t.select(keep).rename_columns([inverse.get(n, n) for n in keep])
+        return Batch(start=batch.start, table=t, rows=batch.rows, errors=batch.errors)
+    recs = [
+        {inverse.get(k, k): v for k, v in r.items() if k in inverse or k not in targets}
+        for r in batch.records()
+    ]
+    return Batch(start=batch.start, _records=recs, rows=batch.rows, errors=batch.errors)
+
+
+def _renamed_columns(columns: list[str], mapping: Mapping[str, str]) -> list[str]:
+    inverse = {src: tgt for tgt, src in mapping.items()}
+    return [inverse.get(c, c) for c in columns if c in inverse or c not in mapping]
+
+
+def _sample(batches: list[Batch]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for b in batches:
+        need = SAMPLE_ROWS - len(out)
+        if need <= 0:
+            break
+        out.extend(b.table.slice(0, need).to_pylist() if b.table is not None else b.records()[:need])
+    return out
+
+
+def _union(column_lists: Iterator[list[str]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for cols in column_lists:
+        for c in cols:
+            seen.setdefault(c, None)
+    return list(seen)
+
+
+def _batch_columns(batch: Batch | None) -> list[str]:
+    if batch is None:
+        return []
+    if batch.table is not None:
+        return list(batch.table.column_names)
+    return _union(list(r) for r in batch.records())
+
+
+def _errors(batch: Batch) -> list[Reject]:
+    return [Reject(e.row, e.code, e.message, e.raw) for e in batch.errors]
+
+
+@dataclass
+class _Plan:
+    source: Any
+    detection: Detection
+    converter: Converter | None
+    batches: Iterator[Batch]
+
+
+def _open_source(path: str | Path, encoding: str | None, batch_rows: int):
+    from .sources import open_source, refuse_packed
+
+    src = open_source(str(path), encoding=encoding, batch_rows=batch_rows)
+    refuse_packed(src)
+    return src
+
+
+def _prepare(
+    path: str | Path,
+    *,
+    fmt: str | None,
+    mapping: Mapping[str, str] | None,
+    options: ConvertOptions,
+    encoding: str | None,
+    batch_rows: int,
+    instantiate: bool = True,
+) -> _Plan:
+    if fmt is not None:
+        registry.get(fmt)  # an unknown name fails before any reading
+    mapping = _parse_pairs(mapping)
+    src = _open_source(path, encoding, batch_rows)
+    # Detection reads the first DETECT_ROWS records whatever the batch size, so the shape (and so the
+    # output) never depends on how the input was batched.
+    it = iter(src.batches())
+    head: list[Batch] = []
+    while sum(len(b) for b in head) < DETECT_ROWS:
+        b = next(it, None)
+        if b is None:
+            break
+        head.append(b)
+    raw_cols = _union(_batch_columns(b) for b in head) or list(src.columns or [])
+    missing = [s for s in mapping.values() if raw_cols and s not in raw_cols]
+    if missing:
+        raise UsageError(
+            f"--map names column(s) {', '.join(missing)} that the input does not have",
+            hint="columns: " + ", ".join(raw_cols),
+        )
+    if not raw_cols and not any(len(b) for b in head):
+        raise FindingError(finding("unknown_schema", f"{path}: the input holds no records"))
+    head = [_rename_batch(b, mapping) for b in head]
+    columns = _renamed_columns(raw_cols, mapping)
+    sample = _sample(head)
+    detection = registry.forced(fmt, columns, sample) if fmt else registry.detect(columns, sample)
+    converter = registry.get(detection.shape)(options) if instantiate else None
+    if converter is not None:
+        converter.bind(columns)
+
+    def batches() -> Iterator[Batch]:
+        yield from head
+        head.clear()
+        for b in it:
+            yield _rename_batch(b, mapping)
+
+    return _Plan(src, detection, converter, batches())
+
+
+def _validated(
+    batch: Batch | None, converted: list[tuple[int, dict[str, Any]]], rejects: list[Reject]
+) -> Iterator[tuple[int, dict[str, Any]] | Reject]:
+    """Validate converted rows; merge with the rejects in row order."""
+    lookup: dict[int, Any] | None = None
+    items: list[tuple[int, int, Any]] = [(r.row, 0, r) for r in rejects]
+    for row, conv in converted:
+        problems = validate_conversation(conv)
+        if problems:
+            if lookup is None:
+                lookup = (
+                    dict(zip(batch.row_numbers(), batch.records(), strict=True)) if batch is not None else {}
+                )
+            p = problems[0]
+            items.append((row, 0, Reject(row, p.code, p.message, lookup.get(row, conv))))
+        else:
+            items.append((row, 1, (row, conv)))
+    items.sort(key=lambda x: (x[0], x[1]))
+    for _, _, item in items:
+        yield item
+
+
+def _stream(plan: _Plan, counter: list[int]) -> Iterator[tuple[int, dict[str, Any]] | Reject]:
+    """(row, valid conversation) or Reject, in input order; counter[0] counts input records."""
+    conv = plan.converter
+    if conv.whole_input:
+        rows: list[tuple[int, dict[str, Any]]] = []
+        errors: list[Reject] = []
+        for b in plan.batches:
+            counter[0] += len(b) + len(b.errors)
+            errors.extend(_errors(b))
+            rows.extend(zip(b.row_numbers(), b.records(), strict=True))
+        converted, rejects = conv.convert_all(rows)  # type: ignore[attr-defined]
+        records = dict(rows)
+        lookup_batch = Batch.from_records(list(records.values()), rows=list(records.keys()))
+        yield from _validated(lookup_batch, converted, errors + rejects)
+        return
+    for b in plan.batches:
+        counter[0] += len(b) + len(b.errors)
+        converted, rejects = conv.convert(b)
+        yield from _validated(b, converted, _errors(b) + rejects)
+
+
+@dataclass
+class _Block:
+    """A whole batch of valid lines from the vectorized path (a polars String Series)."""
+
+    rows: list[int]
+    lines: Any  # each line ends in "\n"
+
+    def utf8(self) -> Any:
+        """All lines as one UTF-8 buffer: the values buffer of the Arrow string array, no copy per line."""
+        import numpy as np
+        import polars as pl
+        import pyarrow as pa
+
+        arr = self.lines.to_arrow(compat_level=pl.CompatLevel.oldest())
+        if hasattr(arr, "combine_chunks"):
+            arr = arr.combine_chunks()
+        if not pa.types.is_large_string(arr.type):
+            arr = arr.cast(pa.large_string())
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)
+        start, end = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
+        return memoryview(arr.buffers()[2])[start:end]
+
+    def strings(self) -> list[str]:
+        return [x[:-1] for x in self.lines.to_list()]
+
+
+def _lines(plan: _Plan, counter: list[int]) -> Iterator[tuple[int, str] | Reject | _Block]:
+    """Like _stream, serialized; flat shapes take the vectorized path straight to JSON lines."""
+    conv = plan.converter
+    fast = getattr(conv, "convert_lines", None)
+    if fast is None or conv.whole_input:
+        for item in _stream(plan, counter):
+            yield item if isinstance(item, Reject) else (item[0], dumps_line(item[1]))
+        return
+    for b in plan.batches:
+        res = fast(b)
+        if res is None:
+            counter[0] += len(b) + len(b.errors)
+            converted, rejects = conv.convert(b)
+            for item in _validated(b, converted, _errors(b) + rejects):
+                yield item if isinstance(item, Reject) else (item[0], dumps_line(item[1]))
+            continue
+        counter[0] += len(b) + len(b.errors)
+        rows, lines, rejects = res
+        bad = sorted(_errors(b) + rejects, key=lambda r: r.row)
+        if not bad:
+            yield _Block(rows, lines)
+            continue
+        merged: list[tuple[int, int, Any]] = [(r.row, 0, r) for r in bad]
+        merged.extend((r, 1, (r, line)) for r, line in zip(rows, _Block(rows, lines).strings(), strict=True))
+        merged.sort(key=lambda x: (x[0], x[1]))
+        for _, _, item in merged:
+            yield item
+
+
+def _reject_line(r: Reject) -> str:
+    """One rejects line. The record's null fields are left out and its keys sorted: a JSONL batch read
+    through Arrow gives every record the union of the keys around it (absent -> null, in the batch's key
+    order), so only this form is the same however the input was batched."""
+    record = prune_nulls(r.record)
+    for ascii_only in (False, True):  # lone surrogates in the record: keep them escaped
+        try:
+            head = json.dumps(
+                {"row": r.row, "code": r.code, "message": r.message},
+                ensure_ascii=ascii_only,
+                separators=(",", ":"),
+            )
+            rec = json.dumps(
+                record, ensure_ascii=ascii_only, separators=(",", ":"), sort_keys=True, default=str
+            )
+            line = head[:-1] + ',"record":' + rec + "}"
+            line.encode("utf-8")
+            return line
+        except UnicodeEncodeError:
+            continue
+    raise AssertionError("unreachable: ASCII output always encodes")
+
+
+class _Writer:
+    """Writes output and rejects lines, deduplicates, and keeps the counts."""
+
+    def __init__(self, out: IO[str], rejects: IO[str], dedup: bool):
+        self.out, self.rejects, self.dedup = out, rejects, dedup
+        self.written = self.rejected = self.duplicates = 0
+        self.by_code: dict[str, int] = {}
+        self.first_rows: dict[str, list[int]] = {}
+        self.first_message: dict[str, str] = {}
+        self.seen: set[bytes] = set()
+
+    def block(self, block: _Block) -> None:
+        if self.dedup:
+            for row, line in zip(block.rows, block.strings(), strict=True):
+                self.line(row, line)
+            return
+        if not len(block.lines):
+            return
+        # polars output is valid UTF-8: write the bytes straight under the text layer
+        self.out.flush()
+        self.out.buffer.write(block.utf8())
+        self.written += len(block.lines)
+
+    def line(self, row: int, line: str) -> None:
+        try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:
+            self.reject(Reject(row, "invalid_json", "the text holds a lone surrogate (not UTF-8)", None))
+            return
+        if self.dedup:
+            h = hashlib.blake2b(data, digest_size=16).digest()
+            if h in self.seen:
+                self.duplicates += 1
+                return
+            self.seen.add(h)
+        self.out.write(line + "\n")
+        self.written += 1
+
+    def reject(self, r: Reject) -> None:
+        self.rejected += 1
+        self.by_code[r.code] = self.by_code.get(r.code, 0) + 1
+        rows = self.first_rows.setdefault(r.code, [])
+        if len(rows) < FIRST_ROWS:
+            rows.append(r.row)
+        self.first_message.setdefault(r.code, r.message)
+        self.rejects.write(_reject_line(r) + "\n")
+
+
+# -- public API -----------------------------------------------------------------------------------------
+
+
+def normalize(
+    inp: str | Path,
+    out: str | Path,
+    *,
+    fmt: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    role_map: Mapping[str, str] | None = None,
+    system: str | None = None,
+    take: str | None = None,
+    text_only: bool = False,
+    dedup: bool = False,
+    all_paths: bool = False,
+    rejects: str | Path | None = None,
+    force: bool = False,
+    encoding: str | None = None,
+    batch_rows: int = 8192,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> NormalizeResult:
+    """Convert ``inp`` to messages JSONL at ``out`` (atomically), rejects to ``rejects``; return the counts.
+
+    ``progress(records_read, total_or_None)`` is called as batches are read (the CLI's progress bar).
+    """
+    rejects_path = Path(rejects) if rejects is not None else default_rejects_path(out)
+    check_output_path(out, [inp], force=force)
+    check_output_path(rejects_path, [inp], force=force)
+    if Path(out).resolve() == rejects_path.resolve():
+        raise UsageError("--rejects is the output path", hint="write rejects to another file")
+    if take not in (None, "chosen"):
+        raise UsageError(f"--take {take!r}: only 'chosen' is supported")
+    options = ConvertOptions(
+        role_map=dict(role_map or {}), system=system, take=take, text_only=text_only, all_paths=all_paths
+    )
+    plan = _prepare(inp, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
+    counter = [0]
+    total = getattr(plan.source, "num_rows", None) if progress is not None else None  # may count rows
+    shown = 0
+    with atomic_write(out) as fo, atomic_write(rejects_path) as fr:
+        w = _Writer(fo, fr, dedup)
+        for item in _lines(plan, counter):
+            if progress is not None and counter[0] != shown:
+                shown = counter[0]
+                progress(shown, total)
+            if isinstance(item, _Block):
+                w.block(item)
+            elif isinstance(item, Reject):
+                w.reject(item)
+            else:
+                w.line(*item)
+    whole = plan.converter.whole_input
+    return NormalizeResult(
+        input=str(inp),
+        output=str(out),
+        rejects_path=str(rejects_path),
+        detection=plan.detection,
+        read=w.written + w.rejected + w.duplicates if whole else counter[0],
+        written=w.written,
+        rejected=w.rejected,
+        duplicates=w.duplicates,
+        records_read=counter[0],
+        unit="conversation" if whole else "row",
+        rejected_by_code=w.by_code,
+        first_rows={k: tuple(v) for k, v in w.first_rows.items()},
+        first_message=w.first_message,
+    )
+
+
+def iter_conversations(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    role_map: Mapping[str, str] | None = None,
+    system: str | None = None,
+    take: str | None = None,
+    text_only: bool = False,
+    encoding: str | None = None,
+    all_paths: bool = False,
+    batch_rows: int = 8192,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(source row number, valid conversation) for every row that converts and validates; rejects skipped.
+
+    Detection and refusals (packed input, unknown schema, preference data...) raise before the first item.
+    """
+    options = ConvertOptions(
+        role_map=dict(role_map or {}), system=system, take=take, text_only=text_only, all_paths=all_paths
+    )
+    plan = _prepare(path, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
+    return _valid_only(plan)
+
+
+def _valid_only(plan: _Plan) -> Iterator[tuple[int, dict[str, Any]]]:
+    for item in _stream(plan, [0]):
+        if not isinstance(item, Reject):
+            yield item
+
+
+def detect_path(path: str | Path, *, encoding: str | None = None) -> Detection:
+    """The shape detected for a file (for ``inspect``); raises ``unknown_schema`` when unsure."""
+    plan = _prepare(
+        path,
+        fmt=None,
+        mapping=None,
+        options=ConvertOptions(),
+        encoding=encoding,
+        batch_rows=1024,
+        instantiate=False,
+    )
+    return plan.detection
+
+
+__all__ = [
+    "DataprepError",
+    "NormalizeResult",
+    "default_rejects_path",
+    "detect_path",
+    "dumps_line",
+    "iter_conversations",
+    "normalize",
+]
