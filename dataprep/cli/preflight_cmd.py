@@ -215,7 +215,39 @@ def _render(con: Any, result: Any) -> None:
         extra = f" ({n} finding{'s' if n != 1 else ''})" if n else ""
         note = f" [dim]{escape(step['note'])}[/]" if step.get("note") else ""
         con.print(f"  {escape(step['name']):<15} {_MARK.get(step['status'], step['status'])}{extra}{note}")
+    for line in _summary(result.report):
+        con.print(escape(line))
     con.print(escape(result.verdict_line()))
+
+
+def _summary(report: dict[str, Any]) -> list[str]:
+    """The figures a user reads first: rows kept, token lengths, and the shape of the plan."""
+    figures = {step["name"]: step.get("figures") or {} for step in report["steps"]}
+    lines: list[str] = []
+    split = figures.get("validate", {}).get("split")
+    if split:
+        rejected = figures.get("validate", {}).get("rejected", 0)
+        lines.append(
+            f"  data: {split['train']['rows']} train + {split['validation']['rows']} validation rows,"
+            f" {rejected} rejected"
+        )
+    total = figures.get("stats", {}).get("tokens", {}).get("total")
+    if total:
+        lines.append(
+            f"  tokens per row: p50 {total['p50']}, p99 {total['p99']}, max {total['max']}"
+            f" (mask: {figures['stats'].get('mask_source')})"
+        )
+    plan = figures.get("plan", {})
+    rec, mem = plan.get("recommendation"), plan.get("memory")
+    if rec and mem:
+        budget = plan.get("budget", {})
+        lines.append(
+            f"  plan: seq_length {rec['seq_length']}, local_batch_size {rec['local_batch_size']}"
+            f" x grad_accumulation {rec['grad_accumulation']} x dp {rec['dp_size']}"
+            f" = global {rec['global_batch_size']};"
+            f" {mem['per_gpu_gib']:.1f} GiB per GPU of {budget.get('usable_gib', '?')} GiB usable"
+        )
+    return lines
 
 
 @click.command("verify-manifest")
