@@ -1,0 +1,298 @@
+"""Benchmark `dataprep stats` measuring (dataprep.measure) against the ways people count tokens today.
+
+    .venv/bin/python bench/bench_stats.py [--rows 20000] [--out FILE.md]
+
+On generated conversations (alpaca-sized single turns, and multi-turn chats sharing one system prompt), with
+the real Phi-3 and Qwen2 tokenizers from ../shared/real/tokenizers (skipped with a message when absent), in one run:
+
+    (a) loop     a Python loop of tokenizer.apply_chat_template(messages, tools=..., tokenize=True)
+    (b) datasets datasets.Dataset.from_list(...).map(batched=True, num_proc=2) doing the same
+    (c) limit    texts rendered beforehand (not timed) through tokenizer.backend_tokenizer.encode_batch alone
+    ours         dataprep.measure.measure_conversations: total AND supervised tokens (and turns), workers=1 / 2
+
+(a)-(c) count total tokens only; ours also computes the supervised counts. Every method runs in its own
+subprocess (clean memory figures), in interleaved rounds (the fastest round counts): time per conversation and peak extra memory (RSS of the process and its
+children, sampled, above what it held before the method started). Per-row totals are compared across (a),
+(b) and ours: the run fails if they differ. Ratios within one run are what count; the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REAL = HERE.parent.parent / "shared" / "real" / "tokenizers"
+
+# A ChatML template with {% generation %} tags, written for this benchmark (for the generation_tags path).
+CHATML_GEN = (
+    "{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{% generation %}{{ m.content }}<|im_end|>{% endgeneration %}\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+CONFIGS = [
+    # (label, tokenizer folder, template override, data kind)
+    ("Phi-3 alpaca", "Phi-3-mini-4k-instruct", None, "alpaca"),
+    ("Phi-3 multi-turn", "Phi-3-mini-4k-instruct", None, "multi"),
+    ("Qwen2 alpaca", "Qwen2-Boundless", None, "alpaca"),
+    ("Qwen2 multi-turn", "Qwen2-Boundless", None, "multi"),
+    ("Qwen2 + gen tags, alpaca", "Qwen2-Boundless", CHATML_GEN, "alpaca"),
+]
+METHODS = ["a", "b", "c", "ours1", "ours2"]
+METHOD_NAMES = {
+    "a": "(a) apply_chat_template loop",
+    "b": "(b) datasets map num_proc=2",
+    "c": "(c) encode_batch of pre-rendered",
+    "ours1": "dataprep workers=1",
+    "ours2": "dataprep workers=2",
+}
+
+WORDS = (
+    "the of and to in is was for on that with as by at from his an were are which this be or has had not but first "
+    "one their its new after who they have her she two been other when there all during into school time may years "
+    "more most only over city some world would where later up such used many can state about national out known "
+    "university united then made year three team including area American number people system between under "
+    "well also each how what explain describe why write list give example data model answer question, step. "
+    "function returns value: 42 3.14 (see below) — naïve café 数据 Paris"
+).split()
+
+
+def _text(rng: random.Random, lo: int, hi: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def make_data(kind: str, rows: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    system = "You are a helpful assistant. " + _text(
+        random.Random(99), 40, 40
+    )  # one prompt shared by all rows
+    for _ in range(rows):
+        if kind == "alpaca":
+            user = _text(rng, 8, 60)
+            if rng.random() < 0.4:
+                user += "\n\n" + _text(rng, 5, 80)
+            msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": _text(rng, 20, 250)}]
+        else:
+            msgs = [{"role": "system", "content": system}]
+            for _turn in range(rng.randint(2, 4)):
+                msgs.append({"role": "user", "content": _text(rng, 10, 80)})
+                msgs.append({"role": "assistant", "content": _text(rng, 10, 120)})
+        out.append({"messages": msgs})
+    return out
+
+
+# -- one method in a child process -----------------------------------------------------------------------------
+class PeakRSS:
+    """Samples RSS of this process plus its children; ``extra`` = peak minus the level at start, in MiB."""
+
+    def __init__(self, interval: float = 0.02):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.base = self._rss()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        total = self.proc.memory_info().rss
+        for c in self.proc.children(recursive=True):
+            try:
+                total += c.memory_info().rss
+            except Exception:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def extra_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def run_method(method: str, tok, loaded, convs: list[dict], texts: list[str] | None):
+    """(per-row totals, supervised sum or None, mask source or None) by one method."""
+    if method == "a":
+        totals = [
+            len(tok.apply_chat_template(c["messages"], tools=c.get("tools"), tokenize=True)["input_ids"])
+            for c in convs
+        ]
+        return totals, None, None
+    if method == "b":
+        import datasets
+
+        datasets.disable_progress_bars()
+
+        def fn(batch):
+            ids = tok.apply_chat_template(batch["messages"], tokenize=True)["input_ids"]
+            return {"n": [len(x) for x in ids]}
+
+        ds = datasets.Dataset.from_list(convs).map(
+            fn, batched=True, num_proc=2, remove_columns=["messages"], load_from_cache_file=False
+        )
+        return list(ds["n"]), None, None
+    if method == "c":
+        encs = tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [len(e) for e in encs], None, None
+    from dataprep.measure import measure_conversations
+
+    counts = measure_conversations(enumerate(convs, 1), loaded, workers=2 if method == "ours2" else 1)
+    return counts.total.tolist(), int(counts.supervised.sum()), counts.mask_source
+
+
+def child(method: str, folder: str, template: str | None, kind: str, rows: int) -> dict:
+    import numpy as np
+
+    from dataprep.tokenizer import load_tokenizer
+
+    loaded = load_tokenizer(str(REAL / folder), chat_template=template)
+    tok = loaded.tokenizer
+    convs = make_data(kind, rows)
+    texts = None
+    if method == "c":
+        texts = [tok.apply_chat_template(c["messages"], tokenize=False) for c in convs]
+    # warm up the template cache and the tokenizer
+    tok.apply_chat_template(convs[0]["messages"], tokenize=True)
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        totals, sup_sum, mask_source = run_method(method, tok, loaded, convs, texts)
+        best = time.perf_counter() - start
+    arr = np.asarray(totals, dtype=np.int32)
+    return {
+        "us_per_conv": best / rows * 1e6,
+        "extra_mib": mem.extra_mib,
+        "totals_sha1": hashlib.sha1(arr.tobytes()).hexdigest(),
+        "tokens": int(arr.sum()),
+        "supervised": sup_sum,
+        "mask_source": mask_source,
+    }
+
+
+# -- the parent: run everything, compare, print markdown ---------------------------------------------------------
+def run_child(method: str, cfg: tuple, rows: int, env: dict) -> dict:
+    label, folder, template, kind = cfg
+    args = [
+        sys.executable,
+        __file__,
+        "--child",
+        method,
+        "--folder",
+        folder,
+        "--kind",
+        kind,
+        "--rows",
+        str(rows),
+    ]
+    if template:
+        args += ["--template", template]
+    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"{label} / {method} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each method keeps its fastest")
+    ap.add_argument("--out", help="also write the markdown to this file")
+    ap.add_argument("--only", help="run configs whose label contains this text")
+    ap.add_argument("--child")
+    ap.add_argument("--folder")
+    ap.add_argument("--template")
+    ap.add_argument("--kind")
+    a = ap.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(a.child, a.folder, a.template, a.kind, a.rows)))
+        return 0
+    if not REAL.is_dir():
+        print(
+            f"bench_stats: {REAL} is absent; the benchmark needs the real Phi-3 and Qwen2 tokenizers. Skipped."
+        )
+        return 0
+    tmp = tempfile.mkdtemp(prefix="bench_stats_")
+    env = {
+        **os.environ,
+        "HF_HOME": tmp,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    lines = [
+        f"`bench/bench_stats.py --rows {a.rows} --rounds {a.rounds}` ({os.cpu_count()} cores, shared; load "
+        f"average at start {os.getloadavg()[0]:.1f}); us per conversation (fastest of the interleaved rounds), "
+        "lower is better; peak extra memory in MiB (process + children). (a)-(c) count total tokens only; "
+        "dataprep also counts supervised tokens. `vs` columns use the faster dataprep setting.",
+        "",
+        "| data / tokenizer | mask source | (a) loop | (b) datasets | (c) limit | dataprep w=1 | dataprep w=2 "
+        "| vs (a) | vs (b) | vs (c) | memory (a) / (b) / (c) / w=1 / w=2 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    configs = [c for c in CONFIGS if not a.only or a.only in c[0]]
+    for cfg in list(configs):
+        if not (REAL / cfg[1]).is_dir():
+            print(f"bench_stats: {REAL / cfg[1]} is absent, {cfg[0]} skipped")
+            configs.remove(cfg)
+    # Rounds interleave the methods, and each method keeps its fastest round: on a shared machine the load
+    # changes by the minute, and the minimum is the least disturbed figure.
+    results: dict[tuple[str, str], list[dict]] = {}
+    for rnd in range(a.rounds):
+        for cfg in configs:
+            for m in METHODS:
+                results.setdefault((cfg[0], m), []).append(run_child(m, cfg, a.rows, env))
+            print(
+                f"round {rnd + 1}/{a.rounds}: {cfg[0]} done (load {os.getloadavg()[0]:.1f})", file=sys.stderr
+            )
+    failed = False
+    for cfg in configs:
+        label = cfg[0]
+        res = {m: min(results[(label, m)], key=lambda r: r["us_per_conv"]) for m in METHODS}
+        hashes = {r["totals_sha1"] for m in METHODS if m != "c" for r in results[(label, m)]}
+        same = len(hashes) == 1
+        failed |= not same
+        best = min(res["ours1"]["us_per_conv"], res["ours2"]["us_per_conv"])
+        us = {m: r["us_per_conv"] for m, r in res.items()}
+        lines.append(
+            f"| {label} | {res['ours1']['mask_source']} | {us['a']:.0f} | {us['b']:.0f} | {us['c']:.0f} "
+            f"| {us['ours1']:.0f} | {us['ours2']:.0f} | {us['a'] / best:.2f}x faster | {us['b'] / best:.2f}x faster "
+            f"| {best / us['c']:.2f}x of (c) | "
+            + " / ".join(f"{res[m]['extra_mib']:.0f}" for m in METHODS)
+            + (" |" if same else " | **per-row totals differ** |")
+        )
+    md = "\n".join(lines) + "\n"
+    print()
+    print(md)
+    if a.out:
+        Path(a.out).write_text(md, encoding="utf-8")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""``dataprep stats``: exact token-length statistics through the chat template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import Outcome, output_options, run
+
+_PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not out or any(v <= 0 for v in out):
+        raise click.BadParameter(f"expected positive integers, got {value!r}")
+    return out
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key or not val:
+            raise click.BadParameter(f"expected NAME=VALUE, got {v!r}", param_hint=flag)
+        out[key] = val
+    return out
+
+
+@click.command("stats")
+@click.argument("path", type=click.Path(dir_okay=True, allow_dash=True))
+@click.option(
+    "--model", "-m", required=True, help="Tokenizer: a local folder or a Hugging Face id in the local cache."
+)
+@click.option(
+    "--chat-template", help="Use this template instead of the model's (Jinja text, .jinja file, or JSON)."
+)
+@click.option(
+    "--seq-lengths",
+    default="512,1024,2048,4096,8192",
+    show_default=True,
+    callback=_int_list,
+    help="Candidate sequence lengths for the truncation, padding and packing tables.",
+)
+@click.option(
+    "--batch-sizes",
+    default="1,2,4,8,16",
+    show_default=True,
+    callback=_int_list,
+    help="Candidate micro-batch sizes for the padding table.",
+)
+@click.option(
+    "--sample", type=click.IntRange(min=1), help="Measure a uniform random sample of N rows (seeded)."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes to measure with."
+)
+@click.option(
+    "--mask-source",
+    type=click.Choice(["auto", "generation_tags", "prefix_diff"]),
+    default="auto",
+    show_default=True,
+    help="How supervised tokens are found: {% generation %} masks when the template has them, else prefix-diff.",
+)
+@click.option(
+    "--per-row",
+    "per_row",
+    type=click.Path(dir_okay=False),
+    help="Write row, total, supervised, turns per row to FILE (.jsonl or .parquet).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing --per-row file.")
+@click.option("--format", "fmt", help="Force the input record shape (see `dataprep normalize --help`).")
+@click.option(
+    "--map", "mapping", multiple=True, metavar="TARGET=SOURCE", help="Map an input column to a field."
+)
+@click.option("--role-map", multiple=True, metavar="NAME=ROLE", help="Map an input role name to a chat role.")
+@click.option("--system", help="Add this system prompt to every conversation without one.")
+@click.option("--take", help="For preference data: the answer to keep (e.g. chosen).")
+@click.option("--text-only", is_flag=True, help="Keep the text parts of multimodal content.")
+@click.option("--encoding", help="Input text encoding (default: UTF-8, BOM-aware).")
+@click.option(
+    "--allow-download", is_flag=True, help="Let the tokenizer be downloaded from the Hugging Face Hub."
+)
+@output_options
+def stats_cmd(
+    path: str,
+    model: str,
+    chat_template: str | None,
+    seq_lengths: tuple[int, ...],
+    batch_sizes: tuple[int, ...],
+    sample: int | None,
+    workers: int,
+    mask_source: str,
+    per_row: str | None,
+    force: bool,
+    fmt: str | None,
+    mapping: tuple[str, ...],
+    role_map: tuple[str, ...],
+    system: str | None,
+    take: str | None,
+    text_only: bool,
+    encoding: str | None,
+    allow_download: bool,
+    as_json: bool,
+    quiet: bool,
+    strict: bool,
+) -> None:
+    """Token-length statistics for PATH, measured exactly as the trainer tokenizes it.
+
+    PATH is messages JSONL or any input `normalize` reads (converted on the fly). Every row is rendered
+    through MODEL's chat template and tokenized (total tokens; supervised tokens from {% generation %}
+    masks, or prefix-diff when the template has none; assistant turns). Prints the distribution, a
+    histogram, what truncation to each --seq-lengths costs, padding efficiency per --batch-sizes (random
+    and length-grouped batches), first-fit-decreasing packing efficiency, and a recommended seq_length:
+
+    \b
+    the smallest multiple of 256 that covers p99 of total tokens and keeps
+    at least one supervised token of every row, capped at model_max_length.
+
+    \b
+    Example:
+      dataprep stats data/train.jsonl --model Qwen/Qwen2.5-0.5B-Instruct --per-row lengths.parquet
+    """
+    map_pairs = _pairs(mapping, "--map")
+    role_pairs = _pairs(role_map, "--role-map")
+
+    def body() -> Outcome:
+        from ..errors import FindingError, UsageError
+        from ..findings import finding
+        from ..normalize import iter_conversations
+        from ..stats import compute_stats
+        from ..tokenizer import load_tokenizer
+
+        if per_row:
+            _check_per_row(per_row, path, force)
+        loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
+        if loaded.template is None:
+            raise FindingError(
+                finding(
+                    "chat_template_missing", f"{model}: the tokenizer has no chat template to measure through"
+                )
+            )
+        if mask_source == "generation_tags" and not loaded.has_generation_tags:
+            raise UsageError(
+                "--mask-source generation_tags: the template has no {% generation %} tags",
+                hint="use --mask-source auto or prefix_diff",
+            )
+        convs = iter_conversations(
+            path,
+            fmt=fmt,
+            mapping=map_pairs or None,
+            role_map=role_pairs or None,
+            system=system,
+            take=take,
+            text_only=text_only,
+            encoding=encoding,
+        )
+        with _progress(quiet or as_json) as advance:
+            result = compute_stats(
+                convs,
+                loaded,
+                seq_lengths=seq_lengths,
+                batch_sizes=batch_sizes,
+                sample=sample,
+                workers=workers,
+                mask_source=mask_source,
+                progress=advance,
+            )
+        if per_row:
+            write_per_row(per_row, result.counts)
+        payload = {
+            "input": path,
+            "model": model,
+            "template_source": loaded.template_source,
+            **result.to_dict(),
+        }
+        payload.pop("findings")
+        if per_row:
+            payload["per_row"] = per_row
+        return Outcome(payload, list(result.findings), lambda con: render(con, payload))
+
+    run(body, as_json=as_json, quiet=quiet, strict=strict)
+
+
+def _check_per_row(per_row: str, path: str, force: bool) -> None:
+    from ..atomic import check_output_path
+    from ..errors import UsageError
+
+    if Path(per_row).suffix.lower() not in _PER_ROW_SUFFIXES:
+        raise UsageError(f"--per-row {per_row}: the file name must end in .jsonl or .parquet")
+    check_output_path(per_row, [path], force=force)
+
+
+def write_per_row(out: str, counts: Any) -> None:
+    """row, total, supervised, turns per measured row; Parquet or JSONL by extension; atomic."""
+    from ..atomic import atomic_path, atomic_write
+
+    if Path(out).suffix.lower() in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table(
+            {
+                "row": counts.rows,
+                "total": counts.total,
+                "supervised": counts.supervised,
+                "turns": counts.turns,
+            }
+        )
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)
+        return
+    with atomic_write(out) as fh:
+        for r, t, s, u in zip(
+            counts.rows.tolist(),
+            counts.total.tolist(),
+            counts.supervised.tolist(),
+            counts.turns.tolist(),
+            strict=True,
+        ):
+            fh.write(f'{{"row":{r},"total":{t},"supervised":{s},"turns":{u}}}\n')
+
+
+class _progress:
+    """A rich progress line on a terminal (stderr) only; yields a callback taking rows done."""
+
+    def __init__(self, silent: bool):
+        self.silent = silent
+        self.bar = None
+
+    def __enter__(self):
+        from ._common import console
+
+        con = console()
+        if self.silent or not con.is_terminal:
+            return None
+        from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("measuring"),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=con,
+            transient=True,
+        )
+        self.bar.start()
+        task = self.bar.add_task("rows", total=None)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# -- human output ----------------------------------------------------------------------------------------------
+def render(con: Any, p: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t, s = p["tokens"]["total"], p["tokens"]["supervised"]
+    sampled = f" (a sample of {p['rows_read']} rows read)" if p.get("sampled") else ""
+    con.print(
+        f"[bold]{p['input']}[/]: {p['rows']} rows measured{sampled} with {p['model']} "
+        f"(template: {p.get('template_source')}, supervised tokens from {p['mask_source']})"
+    )
+    dist = Table(title="tokens per row", title_justify="left")
+    for col in ("", "mean", "min", "p50", "p90", "p95", "p99", "max", "sum"):
+        dist.add_column(col, justify="right")
+    for name, d in (("total", t), ("supervised", s), ("turns", p["turns"])):
+        dist.add_row(
+            name, *(_fmt(d.get(k)) for k in ("mean", "min", "p50", "p90", "p95", "p99", "max", "sum"))
+        )
+    con.print(dist)
+    _render_histogram(con, p["histogram"])
+
+    tr = Table(title="right truncation to seq_length", title_justify="left")
+    for col in ("seq_length", "rows cut", "tokens lost", "supervised lost", "rows losing all supervision"):
+        tr.add_column(col, justify="right")
+    for r in p["truncation"]:
+        tr.add_row(
+            str(r["seq_length"]),
+            str(r["rows_truncated"]),
+            f"{r['tokens_lost']} ({r['tokens_lost_pct']:.2f}%)",
+            f"{r['supervised_tokens_lost']} ({r['supervised_tokens_lost_pct']:.2f}%)",
+            str(r["rows_losing_all_supervision"]),
+        )
+    con.print(tr)
+
+    pad = Table(title="padding (real / padded tokens), no truncation", title_justify="left")
+    for col in ("micro-batch", "random batches", "length-grouped", "expected longest (random)"):
+        pad.add_column(col, justify="right")
+    for r in p["padding"]:
+        pad.add_row(
+            str(r["batch_size"]),
+            f"{r['random_efficiency']:.1%}",
+            f"{r['grouped_efficiency']:.1%}",
+            f"{r['expected_max_len_random']:.0f}",
+        )
+    con.print(pad)
+
+    pk = Table(title="packing (first-fit decreasing)", title_justify="left")
+    for col in ("seq_length", "packs", "efficiency", "rows cut"):
+        pk.add_column(col, justify="right")
+    for r in p["packing"]:
+        pk.add_row(str(r["seq_length"]), str(r["packs"]), f"{r['efficiency']:.1%}", str(r["rows_truncated"]))
+    con.print(pk)
+
+    rec = p["recommended_seq_length"]
+    if rec is not None:
+        con.print(f"[bold green]recommended seq_length: {rec}[/]  ({p['recommended_seq_length_rule']})")
+    if p.get("per_row"):
+        con.print(f"per-row counts written to {p['per_row']}")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def _render_histogram(con: Any, h: dict[str, Any], width: int = 40) -> None:
+    counts = h["counts"]
+    edges = h["edges"]
+    if not counts or not any(counts):
+        return
+    # Trim empty bins at the top and merge neighbours so the terminal view stays short.
+    last = max(i for i, c in enumerate(counts) if c)
+    counts, edges = counts[: last + 1], edges[: last + 2]
+    group = max(1, -(-len(counts) // 20))
+    rows = []
+    for i in range(0, len(counts), group):
+        rows.append((edges[i], edges[min(i + group, len(edges) - 1)], sum(counts[i : i + group])))
+    top = max(c for _, _, c in rows)
+    con.print("[bold]total tokens per row[/]")
+    lw = len(str(rows[-1][1]))
+    for lo, hi, c in rows:
+        bar = "█" * (round(width * c / top) if top else 0)
+        con.print(f"  {lo:>{lw}}-{hi:<{lw}} {bar} {c}")

@@ -1,0 +1,750 @@
+"""Per-row token counts, exactly as the trainer tokenizes a conversation, measured fast.
+
+The trainer calls ``tokenizer.apply_chat_template(messages, tools=..., tokenize=True)``: render the chat template
+(jinja2 sandbox), then encode the text with ``add_special_tokens=False``. This module does the same work without
+the per-call overhead: the template is compiled once (by transformers' own compiler, so the environment, globals
+and ``{% generation %}`` tracker are identical), conversations are rendered in batches, and the texts go through
+the fast tokenizer's batch encoder (Rust, parallel, GIL released). Rendering of the next batch overlaps the
+encoding of the current one; ``workers > 1`` spreads batches over processes.
+
+Counting only needs lengths, and the tokenizer encodes the text between added tokens piece by piece
+(``PieceCounter``), so the prefix-diff path counts each distinct piece once: the prompt it renders a second time,
+template scaffolding, a system prompt or tool schema shared by many rows cost a dictionary lookup. The piece
+counts are checked against whole-text encoding on the first batch, and the counter switches itself off for a
+tokenizer where they differ. The generation-tag path encodes whole texts (it needs token positions) and finds
+each span's tokens with two char-to-token lookups instead of building every token's offsets; the lookups are
+checked against the offsets rule on the first rows, and dropped for the run if they ever disagree.
+
+Per row it records three numbers, kept in int32 numpy arrays so a million rows stay a few megabytes:
+
+- ``total``: ``len(apply_chat_template(messages, tools=tools, tokenize=True)["input_ids"])``.
+- ``supervised``: tokens the loss is computed on. ``generation_tags``: the sum of ``assistant_masks`` from
+  ``apply_chat_template(..., return_assistant_tokens_mask=True)`` (a token counts when its character span overlaps
+  a ``{% generation %}`` block). ``prefix_diff`` (templates without tags, AutoModel's fallback): for each assistant
+  message ``i``, tokens(render(messages[:i+1])) - tokens(render(messages[:i], add_generation_prompt=True)) (never
+  below zero), i.e. the assistant's content and closing markers, without its header.
+- ``turns``: the number of assistant messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from operator import itemgetter
+from typing import Any, Literal
+
+import numpy as np
+
+MaskSource = Literal["generation_tags", "prefix_diff"]
+MASK_SOURCES: tuple[str, ...] = ("generation_tags", "prefix_diff")
+
+# transformers' own test for the tag (render_jinja_template); AutoModel's is stricter about spaces.
+_GENERATION_RE = re.compile(r"\{\%-?\s*generation\s*-?\%\}")
+_START, _END = itemgetter(0), itemgetter(1)
+
+DEFAULT_BATCH_ROWS = 256
+
+
+def has_generation_tags(template: str | None) -> bool:
+    return bool(template) and _GENERATION_RE.search(template) is not None
+
+
+_EMPTY_I32 = np.zeros(0, dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """Per-row counts in input order. ``rows`` are the 1-based input row numbers of the rows measured.
+
+    Supervised tokens sit in runs ``[run_start, run_end)`` of token positions, ``run_row`` indexing the row (a
+    position in these arrays, not a row number); truncation uses them to tell which supervised tokens a cut keeps.
+    Rows the template could not render are not measured; they are in ``render_errors`` as (row, message).
+    """
+
+    rows: np.ndarray  # int64
+    total: np.ndarray  # int32
+    supervised: np.ndarray  # int32
+    turns: np.ndarray  # int32
+    mask_source: str
+    render_errors: tuple[tuple[int, str], ...] = ()
+    run_row: np.ndarray = field(default_factory=lambda: _EMPTY_I32)
+    run_start: np.ndarray = field(default_factory=lambda: _EMPTY_I32)
+    run_end: np.ndarray = field(default_factory=lambda: _EMPTY_I32)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    @classmethod
+    def from_lists(
+        cls,
+        total: Iterable[int],
+        supervised: Iterable[int] | None = None,
+        *,
+        rows: Iterable[int] | None = None,
+        turns: Iterable[int] | None = None,
+        runs: Iterable[tuple[int, int, int]] | None = None,
+        mask_source: str = "generation_tags",
+    ) -> TokenCounts:
+        """Counts from plain lists (hand-made distributions in tests, or counts computed elsewhere).
+
+        Without ``runs`` each row's supervised tokens are taken to be its last ones (a single-turn chat).
+        """
+        t = np.asarray(list(total), dtype=np.int32)
+        s = t.copy() if supervised is None else np.asarray(list(supervised), dtype=np.int32)
+        r = (
+            np.arange(1, len(t) + 1, dtype=np.int64)
+            if rows is None
+            else np.asarray(list(rows), dtype=np.int64)
+        )
+        u = np.ones_like(t) if turns is None else np.asarray(list(turns), dtype=np.int32)
+        if not (len(r) == len(t) == len(s) == len(u)):
+            raise ValueError("rows, total, supervised and turns must have the same length")
+        if runs is None:
+            has = s > 0
+            run_row = np.flatnonzero(has).astype(np.int32)
+            run_start, run_end = (t - s)[has], t[has]
+        else:
+            arr = np.asarray(list(runs), dtype=np.int32).reshape(-1, 3)
+            run_row, run_start, run_end = arr[:, 0], arr[:, 1], arr[:, 2]
+        return cls(r, t, s, u, mask_source, (), run_row, run_start.astype(np.int32), run_end.astype(np.int32))
+
+    def supervised_kept(self, seq_length: int) -> np.ndarray:
+        """Per row, the supervised tokens left after right truncation to ``seq_length`` tokens."""
+        kept = np.clip(np.minimum(self.run_end, seq_length) - self.run_start, 0, None)
+        return np.bincount(self.run_row, weights=kept, minlength=len(self)).astype(np.int64)
+
+    def first_supervised(self) -> np.ndarray:
+        """Per row, the position of the first supervised token (``total`` when the row has none)."""
+        first = self.total.astype(np.int64).copy()
+        if self.run_row.size:
+            np.minimum.at(first, self.run_row, self.run_start)
+        return first
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    """Everything a (worker) process needs to measure exactly like ``apply_chat_template``; picklable."""
+
+    tokenizer_json: str | None  # None: the Measurer is handed the tokenizer's own backend (same process)
+    template: str
+    tools_template: str  # the template chosen when a row has tools (differs for named template dicts)
+    template_kwargs: dict[str, Any] = field(default_factory=dict)  # special tokens the template can read
+    split_special_tokens: bool = False
+    mask_source: str = "generation_tags"
+    piece_cache: bool = True  # count text between added tokens piece by piece, each distinct piece once
+
+
+def resolve_mask_source(template: str, requested: str = "auto") -> str:
+    if requested == "auto":
+        return "generation_tags" if has_generation_tags(template) else "prefix_diff"
+    if requested not in MASK_SOURCES:
+        raise ValueError(f"mask source must be auto or one of {', '.join(MASK_SOURCES)}, not {requested!r}")
+    if requested == "generation_tags" and not has_generation_tags(template):
+        raise ValueError("the template has no {% generation %} tags")
+    return requested
+
+
+def make_spec(
+    tokenizer_or_loaded: Any, *, mask_source: str = "auto", piece_cache: bool = True
+) -> MeasureSpec:
+    """A spec from a ``LoadedTokenizer`` or a transformers fast tokenizer with a chat template."""
+    tok = getattr(tokenizer_or_loaded, "tokenizer", tokenizer_or_loaded)
+    template = tok.get_chat_template(None, None)
+    tools_template = tok.get_chat_template(None, [{"type": "function"}])
+    _backend_of(tok)
+    return MeasureSpec(
+        tokenizer_json=None,
+        template=template,
+        tools_template=tools_template,
+        template_kwargs=dict(tok.special_tokens_map),
+        split_special_tokens=bool(getattr(tok, "split_special_tokens", False)),
+        mask_source=resolve_mask_source(template, mask_source),
+        piece_cache=piece_cache,
+    )
+
+
+def _backend_of(tokenizer_or_loaded: Any) -> Any:
+    tok = getattr(tokenizer_or_loaded, "tokenizer", tokenizer_or_loaded)
+    backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
+    if backend is None:
+        raise TypeError("measuring needs a fast (tokenizers-backed) tokenizer")
+    return backend
+
+
+class Measurer:
+    """Renders and tokenizes batches of conversations; one per process."""
+
+    CHECK_ROWS = 256  # rows whose mask runs are computed both ways before the char-lookup shortcut is trusted
+
+    def __init__(self, spec: MeasureSpec, backend: Any = None):
+        from tokenizers import Tokenizer
+        from transformers.utils import chat_template_utils as ctu
+
+        self.spec = spec
+        self.mask_source = spec.mask_source
+        if backend is None:
+            if spec.tokenizer_json is None:
+                raise ValueError("a Measurer needs a backend tokenizer or a spec with tokenizer_json")
+            backend = Tokenizer.from_str(spec.tokenizer_json)
+        # apply_chat_template encodes with no truncation and no padding whatever tokenizer.json says; it sets
+        # the backend the same way on every call, so doing it here changes nothing for the caller.
+        if backend.truncation is not None:
+            backend.no_truncation()
+        if backend.padding is not None:
+            backend.no_padding()
+        backend.encode_special_tokens = spec.split_special_tokens
+        self._backend = backend
+        self._ctu = ctu
+        self._compiled = ctu._compile_jinja_template(spec.template)
+        self._compiled_tools = (
+            self._compiled
+            if spec.tools_template == spec.template
+            else ctu._compile_jinja_template(spec.tools_template)
+        )
+        self._kwargs = ctu._plain_template_data(dict(spec.template_kwargs))
+        self._pieces = PieceCounter.build(backend) if spec.piece_cache else None
+        self._pieces_verified = False
+        # None: still checking char lookups against offsets; True: use them; False: they disagreed once
+        self._char_runs_verified: bool | None = None
+        self._char_checks = 0
+
+    def _mask_runs(self, enc: Any, spans: list[tuple[int, int]], text_len: int) -> list[tuple[int, int]]:
+        """Token runs the generation spans cover; by char lookups, checked against offsets on a first batch."""
+        if self._char_runs_verified is False:
+            return _overlapping_runs(enc.offsets, spans)
+        runs = _runs_by_chars(enc, spans, text_len)
+        if self._char_runs_verified is None or runs is None:
+            exact = _overlapping_runs(enc.offsets, spans)
+            if runs is not None and runs != exact:
+                self._char_runs_verified = False
+            elif runs is not None:
+                self._char_checks += 1
+                if self._char_checks >= self.CHECK_ROWS:
+                    self._char_runs_verified = True
+            return exact
+        return runs
+
+    @property
+    def piece_cache_active(self) -> bool:
+        return self._pieces is not None
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        """Token counts of texts, as ``encode(text, add_special_tokens=False)`` gives them."""
+        if not texts:
+            return []
+        if self._pieces is not None:
+            counts = self._pieces.count(texts)
+            if self._pieces_verified:
+                return counts
+            # The first batch is also encoded whole: the piecewise counts must agree on every text, or
+            # this tokenizer splits in a way the piece counter does not reproduce and it is switched off.
+            direct = [len(e) for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+            if direct == counts:
+                self._pieces_verified = True
+            else:
+                self._pieces = None
+            return direct
+        return [len(e) for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+
+    # -- rendering (what render_jinja_template does for one chat) --------------------------------------------
+    def _prepare(self, conv: dict) -> tuple[list[dict], Any]:
+        """What apply_chat_template does to a chat before rendering: drop None-valued keys, alias reasoning.
+
+        Conversations are JSON-native data (json.loads output, what iter_conversations yields), so the deep
+        copies transformers makes to strip arbitrary objects (``_plain_template_data``) would copy plain
+        values into equal plain values; they are skipped. The sandboxed template cannot mutate its inputs.
+        """
+        msgs = conv["messages"]
+        if not isinstance(msgs, list) or not all(type(m) is dict for m in msgs):
+            raise TypeError("messages must be a list of dicts")
+        messages = self._ctu._alias_reasoning_fields(
+            [{k: v for k, v in m.items() if v is not None} for m in msgs]
+        )
+        tools = conv.get("tools")
+        if isinstance(tools, str):  # ChatDataset accepts tools as a JSON string
+            tools = json.loads(tools) if tools.strip() else None
+        return messages, tools  # as the trainer passes it: None and [] can render differently
+
+    def _render(self, messages: list[dict], tools: Any, add_generation_prompt: bool = False) -> str:
+        compiled = self._compiled if tools is None else self._compiled_tools
+        return compiled.render(
+            messages=messages,
+            tools=tools,
+            documents=None,
+            add_generation_prompt=add_generation_prompt,
+            **self._kwargs,
+        )
+
+    def _render_tracked(self, messages: list[dict], tools: Any) -> tuple[str, list[tuple[int, int]]]:
+        compiled = self._compiled if tools is None else self._compiled_tools
+        return self._ctu._render_with_assistant_indices(
+            compiled_template=compiled,
+            messages=messages,
+            tools=tools,
+            documents=None,
+            add_generation_prompt=False,
+            **self._kwargs,
+        )
+
+    def render_batch(self, convs: list[dict]) -> RenderedBatch:
+        """Render one batch: texts to encode plus how to turn their token counts into per-row numbers."""
+        texts: list[str] = []
+        spans: list[list[tuple[int, int]]] = []
+        # prefix_diff: per row, (index of its full text, [(prompt text index, turn text index), ...])
+        pairs: list[list[tuple[int, int]]] = []
+        turns = np.zeros(len(convs), dtype=np.int32)
+        errors: list[tuple[int, str]] = []
+        ok: list[int] = []
+        tracked = self.mask_source == "generation_tags"
+        for i, conv in enumerate(convs):
+            try:
+                messages, tools = self._prepare(conv)
+                turns[i] = sum(1 for m in messages if m.get("role") == "assistant")
+                if tracked:
+                    text, gen = self._render_tracked(messages, tools)
+                    texts.append(text)
+                    spans.append(gen)
+                else:
+                    full = self._render(messages, tools)
+                    base = len(texts)
+                    texts.append(full)
+                    row_pairs = [(base, -1)]
+                    last = len(messages) - 1
+                    for j, m in enumerate(messages):
+                        if m.get("role") != "assistant":
+                            continue
+                        p = -1  # an assistant message first has no prompt: 0 tokens
+                        if j:
+                            texts.append(self._render(messages[:j], tools, add_generation_prompt=True))
+                            p = len(texts) - 1
+                        u = base
+                        if j != last:
+                            texts.append(self._render(messages[: j + 1], tools))
+                            u = len(texts) - 1
+                        row_pairs.append((p, u))
+                    pairs.append(row_pairs)
+            except Exception as err:  # noqa: BLE001 - a template may raise anything; the row is reported
+                errors.append((i, _error_text(err)))
+                continue
+            ok.append(i)
+        return RenderedBatch(texts, spans, pairs, turns, ok, errors, tracked)
+
+    # -- tokenizing ---------------------------------------------------------------------------------------
+    def count_batch(self, rb: RenderedBatch) -> BatchCounts:
+        """Token counts (and supervised token runs) for the rows of a rendered batch that rendered."""
+        n = len(rb.ok)
+        total = np.zeros(n, dtype=np.int32)
+        sup = np.zeros(n, dtype=np.int32)
+        run_row: list[int] = []
+        run_start: list[int] = []
+        run_end: list[int] = []
+        if rb.tracked:
+            encs = self._backend.encode_batch(rb.texts, add_special_tokens=False) if rb.texts else []
+            for k, (enc, gen, text) in enumerate(zip(encs, rb.spans, rb.texts, strict=True)):
+                total[k] = len(enc)
+                if gen:
+                    runs = self._mask_runs(enc, gen, len(text))
+                    sup[k] = sum(hi - lo for lo, hi in runs)
+                    for lo, hi in runs:
+                        run_row.append(k)
+                        run_start.append(lo)
+                        run_end.append(hi)
+        else:
+            lens = self._lengths(rb.texts)
+            for k, row_pairs in enumerate(rb.pairs):
+                total[k] = lens[row_pairs[0][0]]
+                s = 0
+                for p, u in row_pairs[1:]:
+                    lo, hi = (lens[p] if p >= 0 else 0), lens[u]
+                    # The turn sits at [lo, hi) when the prompt renders as a prefix; a turn that renders
+                    # shorter than its prompt trains nothing.
+                    if hi > lo:
+                        run_row.append(k)
+                        run_start.append(lo)
+                        run_end.append(hi)
+                        s += hi - lo
+                sup[k] = s
+        ok = np.asarray(rb.ok, dtype=np.int64)
+        return BatchCounts(
+            ok=ok,
+            total=total,
+            supervised=sup,
+            turns=rb.turns[ok] if n else np.zeros(0, dtype=np.int32),
+            run_row=np.asarray(run_row, dtype=np.int32),
+            run_start=np.asarray(run_start, dtype=np.int32),
+            run_end=np.asarray(run_end, dtype=np.int32),
+            errors=rb.errors,
+        )
+
+
+@dataclass
+class BatchCounts:
+    ok: np.ndarray  # positions (in the batch) of the rows that rendered
+    total: np.ndarray
+    supervised: np.ndarray
+    turns: np.ndarray
+    run_row: np.ndarray  # index into ok
+    run_start: np.ndarray
+    run_end: np.ndarray
+    errors: list[tuple[int, str]]
+
+
+@dataclass
+class RenderedBatch:
+    texts: list[str]
+    spans: list[list[tuple[int, int]]]
+    pairs: list[list[tuple[int, int]]]
+    turns: np.ndarray
+    ok: list[int]
+    errors: list[tuple[int, str]]
+    tracked: bool
+
+
+def _error_text(err: BaseException) -> str:
+    msg = str(err).strip() or type(err).__name__
+    return msg.splitlines()[0][:300]
+
+
+def _overlapping_runs(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Token index runs [lo, hi) overlapping the character spans: transformers' assistant-mask rule.
+
+    A token is masked when ``token_end > span_start and token_start < span_end``. Token offsets are ordered
+    (starts and ends never decrease), so each span's tokens form one contiguous run found by two binary searches;
+    runs are clipped so a token touching two spans counts once.
+    """
+    runs: list[tuple[int, int]] = []
+    last = 0  # tokens before this index are already counted
+    for a, b in spans:
+        lo = max(bisect_right(offsets, a, key=_END), last)
+        hi = bisect_left(offsets, b, key=_START)
+        if hi > lo:
+            runs.append((lo, hi))
+            last = hi
+    return runs
+
+
+def _runs_by_chars(enc: Any, spans: list[tuple[int, int]], text_len: int) -> list[tuple[int, int]] | None:
+    """``_overlapping_runs`` without building the offsets list: two char-to-token lookups per span.
+
+    The first token overlapping [a, b) is the one holding char a; the run ends before the token holding char
+    b, or after it when that token starts before b. None when a char maps to no token (then use offsets).
+    """
+    n = len(enc)
+    runs: list[tuple[int, int]] = []
+    last = 0
+    for a, b in spans:
+        if a >= text_len:
+            continue
+        lo = enc.char_to_token(a)
+        if lo is None:
+            return None
+        if b >= text_len:
+            hi = n
+        else:
+            m = enc.char_to_token(b)
+            if m is None:
+                return None
+            hi = m + 1 if enc.token_to_chars(m)[0] < b else m
+        lo = max(lo, last)
+        if hi > lo:
+            runs.append((lo, hi))
+            last = hi
+    return runs
+
+
+# Rust's char::is_whitespace (Unicode White_Space), what the tokenizers library strips around added tokens.
+_WS = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
+
+
+class PieceCounter:
+    """Counts tokens of texts piece by piece: the text between added tokens is tokenized independently.
+
+    The tokenizers library first splits the input on its added tokens (leftmost-longest, each token taking the
+    whitespace its ``lstrip``/``rstrip`` allow), then normalizes, pre-tokenizes and encodes every piece in
+    between on its own. So ``len(encode(text))`` equals the number of added tokens matched plus the sum of
+    the pieces' token counts, and a piece seen before (template scaffolding, a shared system prompt, a tool
+    schema repeated on every row, the prompt that prefix-diff renders twice) is counted once.
+
+    The one piece-dependent step is Metaspace's ``prepend_scheme: first`` (only a piece at offset 0 gets the
+    prefix): pieces not at the start are encoded by a copy with ``never``. ``build`` declines tokenizers it
+    cannot reproduce (``single_word`` or normalized added tokens); the caller also checks a first batch.
+    """
+
+    MAX_PIECE_CHARS = 256  # longer pieces (mostly one row's own text) are deduplicated within a call only
+    MAX_CACHED_CHARS = 4_000_000
+
+    def __init__(self, split_re: re.Pattern | None, first: Any, rest: Any):
+        self._split = split_re
+        self._first = first
+        self._rest = rest
+        self._cache_first: dict[str, int] = {}
+        self._cache_rest: dict[str, int] = {}
+        self._cached_chars = 0
+
+    @classmethod
+    def build(cls, backend: Any) -> PieceCounter | None:
+        from tokenizers import Tokenizer
+
+        if backend.encode_special_tokens:
+            return None
+        added = list(backend.get_added_tokens_decoder().values())
+        for tok in added:
+            if tok.single_word or (tok.normalized and backend.normalizer is not None):
+                return None
+        alts = []
+        for tok in sorted(added, key=lambda t: -len(t.content)):
+            if tok.content:
+                alts.append(
+                    (_WS if tok.lstrip else "") + re.escape(tok.content) + (_WS if tok.rstrip else "")
+                )
+        split_re = re.compile("|".join(alts)) if alts else None
+        rest = backend
+        pre = backend.pre_tokenizer
+        state = json.loads(pre.__getstate__()) if pre is not None else None
+        if state is not None and _set_metaspace_never(state):
+            # Pieces never contain added tokens, so a tokenizer sharing the model (no copy) with the changed
+            # pre-tokenizer and the same normalizer encodes them as the original does at offsets > 0.
+            holder = Tokenizer.from_str(
+                json.dumps(
+                    {
+                        "version": "1.0",
+                        "model": {"type": "WordLevel", "vocab": {"<unk>": 0}, "unk_token": "<unk>"},
+                        "pre_tokenizer": state,
+                    }
+                )
+            )
+            rest = Tokenizer(backend.model)
+            rest.normalizer = backend.normalizer
+            rest.pre_tokenizer = holder.pre_tokenizer
+        return cls(split_re, backend, rest)
+
+    def count(self, texts: list[str]) -> list[int]:
+        if self._cached_chars > self.MAX_CACHED_CHARS:
+            self._cache_first.clear()
+            self._cache_rest.clear()
+            self._cached_chars = 0
+        split = self._split.split if self._split is not None else (lambda t: [t])
+        cf, cr = self._cache_first, self._cache_rest
+        tmp_first: dict[str, int] = {}
+        tmp_rest: dict[str, int] = {}
+        todo_first: dict[str, None] = {}
+        todo_rest: dict[str, None] = {}
+        parts = []
+        for text in texts:
+            gaps = split(text)
+            parts.append(gaps)
+            g0 = gaps[0]
+            if g0 and g0 not in cf:
+                todo_first[g0] = None
+            for g in gaps[1:]:
+                if g and g not in cr:
+                    todo_rest[g] = None
+        if todo_first:
+            self._fill(list(todo_first), self._first, cf, tmp_first)
+        if todo_rest:
+            self._fill(list(todo_rest), self._rest, cr, tmp_rest)
+        out = []
+        for gaps in parts:
+            g0 = gaps[0]
+            n = len(gaps) - 1
+            if g0:
+                n += cf[g0] if g0 in cf else tmp_first[g0]
+            for g in gaps[1:]:
+                if g:
+                    n += cr[g] if g in cr else tmp_rest[g]
+            out.append(n)
+        return out
+
+    def _fill(self, pieces: list[str], tokenizer: Any, cache: dict[str, int], tmp: dict[str, int]) -> None:
+        lens = [len(e) for e in tokenizer.encode_batch_fast(pieces, add_special_tokens=False)]
+        limit = self.MAX_PIECE_CHARS
+        for piece, n in zip(pieces, lens, strict=True):
+            if len(piece) <= limit:
+                cache[piece] = n
+                self._cached_chars += len(piece)
+            else:
+                tmp[piece] = n
+
+
+def _set_metaspace_never(node: Any) -> bool:
+    """Switch Metaspace ``prepend_scheme: first`` to ``never`` in a pre-tokenizer config; True if any was."""
+    if isinstance(node, dict):
+        found = False
+        if node.get("type") == "Metaspace" and node.get("prepend_scheme") == "first":
+            node["prepend_scheme"] = "never"
+            found = True
+        for v in node.values():
+            found = _set_metaspace_never(v) or found
+        return found
+    if isinstance(node, list):
+        return any([_set_metaspace_never(v) for v in node])
+    return False
+
+
+# -- the reference: what the trainer's call gives, one conversation at a time (tests and benchmarks) ------------
+def count_naive(tokenizer: Any, conv: dict, mask_source: str = "auto") -> tuple[int, int]:
+    """(total, supervised) through ``apply_chat_template`` itself; slow, exact by definition."""
+    tools = conv.get("tools")
+    if isinstance(tools, str):
+        tools = json.loads(tools) if tools.strip() else None
+    source = resolve_mask_source(tokenizer.get_chat_template(None, tools), mask_source)
+    messages = conv["messages"]
+    if source == "generation_tags":
+        out = tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        return len(out["input_ids"]), int(sum(out["assistant_masks"]))
+    ids = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True)["input_ids"]
+    sup = 0
+    for j, m in enumerate(messages):
+        if m.get("role") != "assistant":
+            continue
+        upto = tokenizer.apply_chat_template(messages[: j + 1], tools=tools, tokenize=True, return_dict=True)
+        prompt_len = 0
+        if j:
+            prompt = tokenizer.apply_chat_template(
+                messages[:j], tools=tools, tokenize=True, return_dict=True, add_generation_prompt=True
+            )
+            prompt_len = len(prompt["input_ids"])
+        sup += max(0, len(upto["input_ids"]) - prompt_len)
+    return len(ids), sup
+
+
+# -- driving: batches, a tokenizing thread, optional worker processes ------------------------------------------
+_WORKER: Measurer | None = None
+
+
+def _worker_init(spec: MeasureSpec) -> None:
+    global _WORKER
+    _WORKER = Measurer(spec)
+
+
+def _worker_measure(convs: list[dict]) -> BatchCounts:
+    assert _WORKER is not None
+    return _WORKER.count_batch(_WORKER.render_batch(convs))
+
+
+def _batched(items: Iterable[tuple[int, dict]], size: int) -> Iterator[tuple[list[int], list[dict]]]:
+    rows: list[int] = []
+    convs: list[dict] = []
+    for row, conv in items:
+        rows.append(row)
+        convs.append(conv)
+        if len(convs) >= size:
+            yield rows, convs
+            rows, convs = [], []
+    if convs:
+        yield rows, convs
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("rows", "total", "supervised", "turns", "run_row", "run_start", "run_end")
+        }
+        self.errors: list[tuple[int, str]] = []
+        self.measured = 0
+
+    def add(self, rows: list[int], bc: BatchCounts) -> int:
+        p = self.parts
+        p["rows"].append(np.asarray(rows, dtype=np.int64)[bc.ok])
+        p["total"].append(bc.total)
+        p["supervised"].append(bc.supervised)
+        p["turns"].append(bc.turns)
+        p["run_row"].append(bc.run_row + self.measured)
+        p["run_start"].append(bc.run_start)
+        p["run_end"].append(bc.run_end)
+        self.measured += len(bc.ok)
+        self.errors.extend((rows[i], msg) for i, msg in bc.errors)
+        return len(rows)
+
+    def result(self, mask_source: str) -> TokenCounts:
+        def cat(name: str, dtype) -> np.ndarray:
+            parts = self.parts[name]
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+        return TokenCounts(
+            rows=cat("rows", np.int64),
+            total=cat("total", np.int32),
+            supervised=cat("supervised", np.int32),
+            turns=cat("turns", np.int32),
+            mask_source=mask_source,
+            render_errors=tuple(self.errors),
+            run_row=cat("run_row", np.int32),
+            run_start=cat("run_start", np.int32),
+            run_end=cat("run_end", np.int32),
+        )
+
+
+def measure_conversations(
+    conversations: Iterable[tuple[int, dict]],
+    tokenizer_or_loaded: Any,
+    *,
+    mask_source: str = "auto",
+    workers: int = 1,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    progress: Callable[[int], None] | None = None,
+    piece_cache: bool = True,
+) -> TokenCounts:
+    """Measure every (row number, conversation); ``progress(n)`` is called with the rows done per batch."""
+    spec = make_spec(tokenizer_or_loaded, mask_source=mask_source, piece_cache=piece_cache)
+    backend = _backend_of(tokenizer_or_loaded)
+    col = _Collector()
+    batches = _batched(conversations, max(1, batch_rows))
+    if workers <= 1:
+        _measure_inline(Measurer(spec, backend), batches, col, progress)
+    else:
+        _measure_processes(replace(spec, tokenizer_json=backend.to_str()), batches, col, progress, workers)
+    return col.result(spec.mask_source)
+
+
+def _measure_inline(m: Measurer, batches, col: _Collector, progress) -> None:
+    # Encoding releases the GIL: render batch k+1 here while a thread encodes batch k.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: tuple[list[int], Future] | None = None
+        for rows, convs in batches:
+            fut = pool.submit(m.count_batch, m.render_batch(convs))
+            if pending is not None:
+                _finish(col, pending, progress)
+            pending = (rows, fut)
+        if pending is not None:
+            _finish(col, pending, progress)
+
+
+def _finish(col: _Collector, pending: tuple[list[int], Future], progress) -> None:
+    rows, fut = pending
+    n = col.add(rows, fut.result())
+    if progress is not None:
+        progress(n)
+
+
+def _measure_processes(spec: MeasureSpec, batches, col: _Collector, progress, workers: int) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent may already run the tokenizers thread pool, which does not survive a fork.
+    # Each worker encodes with one thread so processes x threads does not oversubscribe the cores.
+    env_before = os.environ.get("RAYON_NUM_THREADS")
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    try:
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(spec,)
+        ) as pool:
+            in_flight: list[tuple[list[int], Future]] = []
+            for rows, convs in batches:
+                in_flight.append((rows, pool.submit(_worker_measure, convs)))
+                if len(in_flight) >= 2 * workers:
+                    _finish(col, in_flight.pop(0), progress)
+            while in_flight:
+                _finish(col, in_flight.pop(0), progress)
+    finally:
+        if env_before is None:
+            os.environ.pop("RAYON_NUM_THREADS", None)
+        else:
+            os.environ["RAYON_NUM_THREADS"] = env_before

@@ -1,0 +1,497 @@
+"""Token-length statistics through the chat template: distribution, truncation, padding, packing, a seq length.
+
+``compute_stats`` measures every conversation (``dataprep.measure``) and derives from the per-row counts:
+
+- the distribution of total and supervised tokens (percentiles are observed values: the smallest count that at
+  least q% of rows do not exceed, numpy's ``inverted_cdf``);
+- for each candidate sequence length, what right truncation costs (rows cut, tokens and supervised tokens
+  lost, rows left with no supervised token);
+- for each micro-batch size, padding efficiency (real tokens / padded tokens) of random batches and of
+  length-grouped batches, and the expected padded length of a random batch;
+- for each sequence length, packing efficiency with first-fit decreasing;
+- a recommended sequence length (``RECOMMENDATION_RULE``).
+
+The distribution functions take plain numpy arrays, so plan and tests can use them without a tokenizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .findings import Finding, finding
+from .measure import TokenCounts, measure_conversations
+
+DEFAULT_SEQ_LENGTHS: tuple[int, ...] = (512, 1024, 2048, 4096, 8192)
+DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16)
+PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
+SEQ_MULTIPLE = 256
+COVERAGE_PERCENTILE = 99
+RECOMMENDATION_RULE = (
+    f"the smallest multiple of {SEQ_MULTIPLE} that covers p{COVERAGE_PERCENTILE} of total tokens and keeps at "
+    "least one supervised token of every row, capped at the tokenizer's model_max_length"
+)
+# transformers sets model_max_length to a huge sentinel when the tokenizer does not say.
+_NO_MAX_LENGTH = 10**9
+
+
+# -- distribution ---------------------------------------------------------------------------------------------
+def percentile(values: np.ndarray, q: float) -> int:
+    """The smallest observed value that at least ``q`` percent of values do not exceed."""
+    return int(np.percentile(values, q, method="inverted_cdf"))
+
+
+def summarize(values: np.ndarray) -> dict[str, Any]:
+    """count, mean, min, p50, p90, p95, p99, max (zeros for no values, mean None)."""
+    v = np.asarray(values)
+    if v.size == 0:
+        return {"count": 0, "mean": None, "min": 0, **{f"p{q}": 0 for q in PERCENTILES}, "max": 0, "sum": 0}
+    return {
+        "count": int(v.size),
+        "mean": round(float(v.mean(dtype=np.float64)), 2),
+        "min": int(v.min()),
+        **{f"p{q}": percentile(v, q) for q in PERCENTILES},
+        "max": int(v.max()),
+        "sum": int(v.sum(dtype=np.int64)),
+    }
+
+
+def histogram(total: np.ndarray, supervised: np.ndarray | None = None, max_bins: int = 30) -> dict[str, Any]:
+    """Bins of a round width (1, 2 or 5 x 10^k) over [0, max]; counts of total (and supervised) tokens."""
+    t = np.asarray(total, dtype=np.int64)
+    top = int(t.max()) if t.size else 0
+    if supervised is not None and np.asarray(supervised).size:
+        top = max(top, int(np.asarray(supervised).max()))
+    width = _nice_width(max(top, 1) / max_bins)
+    nbins = max(1, top // width + 1)
+    edges = np.arange(nbins + 1, dtype=np.int64) * width
+    out: dict[str, Any] = {
+        "edges": edges.tolist(),
+        "counts": np.bincount(t // width, minlength=nbins)[:nbins].astype(int).tolist(),
+    }
+    if supervised is not None:
+        s = np.asarray(supervised, dtype=np.int64)
+        out["supervised_counts"] = np.bincount(s // width, minlength=nbins)[:nbins].astype(int).tolist()
+    return out
+
+
+def _nice_width(raw: float) -> int:
+    if raw <= 1:
+        return 1
+    exp = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * exp >= raw:
+            return int(m * exp)
+    return int(10 * exp)
+
+
+# -- truncation ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TruncationRow:
+    seq_length: int
+    rows_truncated: int
+    rows_losing_all_supervision: int
+    tokens_lost: int
+    tokens_lost_pct: float
+    supervised_tokens_lost: int
+    supervised_tokens_lost_pct: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def truncation_table(counts: TokenCounts, seq_lengths: Sequence[int]) -> list[TruncationRow]:
+    """What right truncation to each length costs; supervised loss uses each row's supervised token runs."""
+    total = counts.total.astype(np.int64)
+    sup = counts.supervised.astype(np.int64)
+    all_tokens = int(total.sum())
+    all_sup = int(sup.sum())
+    out = []
+    for L in seq_lengths:
+        lost = int(np.clip(total - L, 0, None).sum())
+        kept = counts.supervised_kept(L)
+        sup_lost = int((sup - kept).sum())
+        out.append(
+            TruncationRow(
+                seq_length=int(L),
+                rows_truncated=int((total > L).sum()),
+                rows_losing_all_supervision=int(((sup > 0) & (kept == 0)).sum()),
+                tokens_lost=lost,
+                tokens_lost_pct=_pct(lost, all_tokens),
+                supervised_tokens_lost=sup_lost,
+                supervised_tokens_lost_pct=_pct(sup_lost, all_sup),
+            )
+        )
+    return out
+
+
+def _pct(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 3) if whole else 0.0
+
+
+# -- padding ---------------------------------------------------------------------------------------------------
+def expected_max_of_sample(lengths: np.ndarray, batch_size: int) -> float:
+    """E[max] of ``batch_size`` rows drawn at random without replacement (the padded length of a random batch).
+
+    With the lengths sorted, the k-th smallest (1-based) is the batch maximum with probability
+    C(k-1, b-1) / C(n, b); the weights are built from the ratio between neighbours, in logs.
+    """
+    x = np.sort(np.asarray(lengths, dtype=np.float64))
+    n, b = x.size, int(batch_size)
+    if n == 0:
+        return 0.0
+    if b >= n:
+        return float(x[-1])
+    if b == 1:
+        return float(x.mean())
+    # log w_k = log(b/n) + sum_{j=k+1..n} log((j-b)/(j-1)), zero weight for k < b.
+    j = np.arange(b + 1, n + 1, dtype=np.float64)
+    steps = np.log((j - b) / (j - 1))  # for j = b+1..n
+    suffix = np.concatenate([np.cumsum(steps[::-1])[::-1], [0.0]])  # suffix[i] = sum of steps for j > b+i
+    logw = math.log(b / n) + suffix  # k = b..n
+    w = np.exp(logw)
+    return float(np.dot(w, x[b - 1 :]) / w.sum())
+
+
+def grouped_padded_tokens(lengths: np.ndarray, batch_size: int) -> int:
+    """Padded tokens when rows are sorted by length and cut into batches of ``batch_size`` (last one short)."""
+    x = np.sort(np.asarray(lengths, dtype=np.int64))
+    if x.size == 0:
+        return 0
+    b = int(batch_size)
+    maxima = x[np.minimum(np.arange(b - 1, x.size + b - 1, b), x.size - 1)]
+    sizes = np.full(maxima.size, b, dtype=np.int64)
+    sizes[-1] = x.size - b * (maxima.size - 1)
+    return int((maxima * sizes).sum())
+
+
+@dataclass(frozen=True)
+class PaddingRow:
+    batch_size: int
+    random_efficiency: float
+    grouped_efficiency: float
+    expected_max_len_random: float
+    capped: tuple[dict[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["capped"] = [dict(c) for c in self.capped]
+        return d
+
+
+def padding_table(
+    lengths: np.ndarray, batch_sizes: Sequence[int], seq_lengths: Sequence[int] = ()
+) -> list[PaddingRow]:
+    """Padding efficiency (real tokens / tokens after padding each batch to its longest row) per batch size.
+
+    ``random``: a batch of b rows drawn at random (the expectation, exact for the empirical distribution).
+    ``grouped``: rows sorted by length and batched in order, the ideal of a length-grouped sampler.
+    ``capped``: the same for random batches after truncation to each sequence length.
+    """
+    x = np.asarray(lengths, dtype=np.int64)
+    out = []
+    mean = float(x.mean()) if x.size else 0.0
+    for b in batch_sizes:
+        emax = expected_max_of_sample(x, b)
+        grouped = grouped_padded_tokens(x, b)
+        capped = []
+        for L in seq_lengths:
+            xc = np.minimum(x, L)
+            em = expected_max_of_sample(xc, b)
+            capped.append(
+                {
+                    "seq_length": int(L),
+                    "expected_max_len_random": round(em, 2),
+                    "random_efficiency": round(float(xc.mean()) / em, 4) if em else 0.0,
+                }
+            )
+        out.append(
+            PaddingRow(
+                batch_size=int(b),
+                random_efficiency=round(mean / emax, 4) if emax else 0.0,
+                grouped_efficiency=round(int(x.sum()) / grouped, 4) if grouped else 0.0,
+                expected_max_len_random=round(emax, 2),
+                capped=tuple(capped),
+            )
+        )
+    return out
+
+
+# -- packing ---------------------------------------------------------------------------------------------------
+def ffd_pack_count(lengths: np.ndarray, capacity: int) -> int:
+    """Packs first-fit decreasing needs; rows longer than ``capacity`` count as truncated to it.
+
+    Exact FFD, vectorized by equal sizes: in decreasing order, the items of one size go first-fit into the
+    existing packs in index order (each eligible pack takes as many as fit), then into new packs.
+    """
+    x = np.minimum(np.asarray(lengths, dtype=np.int64), capacity)
+    x = x[x > 0]
+    if x.size == 0:
+        return 0
+    sizes, counts = np.unique(x, return_counts=True)
+    caps = np.empty(x.size, dtype=np.int64)  # remaining room per pack; never more packs than items
+    nb = 0
+    for s, k in zip(sizes[::-1].tolist(), counts[::-1].tolist(), strict=True):
+        # Items above half the capacity never share: every open pack holds an item >= s, so has room < s.
+        if nb and 2 * s <= capacity:
+            open_caps = caps[:nb]
+            elig = np.flatnonzero(open_caps >= s)
+            if elig.size:
+                fit = open_caps[elig] // s
+                cum = np.cumsum(fit)
+                if cum[-1] >= k:
+                    j = int(np.searchsorted(cum, k))
+                    take = fit[: j + 1].copy()
+                    take[j] = k - (int(cum[j - 1]) if j else 0)
+                    caps[elig[: j + 1]] -= take * s
+                    k = 0
+                else:
+                    caps[elig] -= fit * s
+                    k -= int(cum[-1])
+        if k:
+            per = capacity // s
+            new = -(-k // per)
+            caps[nb : nb + new] = capacity - per * s
+            caps[nb + new - 1] = capacity - (k - per * (new - 1)) * s
+            nb += new
+    return nb
+
+
+@dataclass(frozen=True)
+class PackingRow:
+    seq_length: int
+    packs: int
+    efficiency: float
+    rows_truncated: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def packing_table(lengths: np.ndarray, seq_lengths: Sequence[int]) -> list[PackingRow]:
+    """Packing efficiency (tokens / (packs x seq_length)) with first-fit decreasing, per sequence length."""
+    x = np.asarray(lengths, dtype=np.int64)
+    out = []
+    for L in seq_lengths:
+        packs = ffd_pack_count(x, L)
+        used = int(np.minimum(x, L).sum())
+        out.append(
+            PackingRow(
+                seq_length=int(L),
+                packs=packs,
+                efficiency=round(used / (packs * L), 4) if packs else 0.0,
+                rows_truncated=int((x > L).sum()),
+            )
+        )
+    return out
+
+
+# -- recommendation --------------------------------------------------------------------------------------------
+def recommend_seq_length(counts: TokenCounts, model_max_length: int | None = None) -> int | None:
+    """``RECOMMENDATION_RULE``; None when there are no rows."""
+    if len(counts) == 0:
+        return None
+    need = percentile(counts.total, COVERAGE_PERCENTILE)
+    first = counts.first_supervised()
+    has_sup = counts.supervised > 0
+    if has_sup.any():
+        need = max(need, int(first[has_sup].max()) + 1)
+    rec = max(SEQ_MULTIPLE, -(-need // SEQ_MULTIPLE) * SEQ_MULTIPLE)
+    if model_max_length:
+        rec = min(rec, int(model_max_length))
+    return int(rec)
+
+
+# -- the whole thing -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StatsResult:
+    counts: TokenCounts
+    rows_read: int
+    sampled: bool
+    tokens_total: dict[str, Any]
+    tokens_supervised: dict[str, Any]
+    turns: dict[str, Any]
+    truncation: tuple[TruncationRow, ...]
+    padding: tuple[PaddingRow, ...]
+    packing: tuple[PackingRow, ...]
+    recommended_seq_length: int | None
+    model_max_length: int | None
+    histogram: dict[str, Any]
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def rows(self) -> int:
+        return len(self.counts)
+
+    @property
+    def mask_source(self) -> str:
+        return self.counts.mask_source
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "rows_read": self.rows_read,
+            "sampled": self.sampled,
+            "rows_render_error": len(self.counts.render_errors),
+            "mask_source": self.mask_source,
+            "model_max_length": self.model_max_length,
+            "tokens": {"total": self.tokens_total, "supervised": self.tokens_supervised},
+            "turns": self.turns,
+            "truncation": [t.to_dict() for t in self.truncation],
+            "padding": [p.to_dict() for p in self.padding],
+            "packing": [p.to_dict() for p in self.packing],
+            "recommended_seq_length": self.recommended_seq_length,
+            "recommended_seq_length_rule": RECOMMENDATION_RULE,
+            "histogram": self.histogram,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def stats_from_counts(
+    counts: TokenCounts,
+    *,
+    seq_lengths: Sequence[int] = DEFAULT_SEQ_LENGTHS,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    model_max_length: int | None = None,
+    rows_read: int | None = None,
+    sampled: bool = False,
+) -> StatsResult:
+    """Everything ``compute_stats`` reports, from counts already measured."""
+    seq_lengths = sorted({int(s) for s in seq_lengths})
+    batch_sizes = sorted({int(b) for b in batch_sizes})
+    if any(s <= 0 for s in seq_lengths) or any(b <= 0 for b in batch_sizes):
+        raise ValueError("sequence lengths and batch sizes must be positive")
+    total = counts.total
+    rec = recommend_seq_length(counts, model_max_length)
+    findings = _findings(counts, rec, model_max_length, seq_lengths)
+    return StatsResult(
+        counts=counts,
+        rows_read=len(counts) + len(counts.render_errors) if rows_read is None else rows_read,
+        sampled=sampled,
+        tokens_total=summarize(total),
+        tokens_supervised=summarize(counts.supervised),
+        turns=summarize(counts.turns),
+        truncation=tuple(truncation_table(counts, seq_lengths)),
+        padding=tuple(padding_table(total, batch_sizes, seq_lengths)),
+        packing=tuple(packing_table(total, seq_lengths)),
+        recommended_seq_length=rec,
+        model_max_length=model_max_length,
+        histogram=histogram(total, counts.supervised),
+        findings=tuple(findings),
+    )
+
+
+def _findings(
+    counts: TokenCounts, rec: int | None, model_max_length: int | None, seq_lengths: Sequence[int]
+) -> list[Finding]:
+    out: list[Finding] = []
+    if counts.render_errors:
+        rows = [r for r, _ in counts.render_errors]
+        first_row, first_msg = counts.render_errors[0]
+        out.append(
+            finding(
+                "template_render_error",
+                f"{len(rows)} row(s) the chat template cannot render (not counted); row {first_row}: {first_msg}",
+                rows=rows,
+            )
+        )
+    none = counts.rows[counts.supervised <= 0]
+    if none.size:
+        out.append(
+            finding(
+                "no_supervised_tokens",
+                f"{none.size} row(s) have no supervised (assistant) tokens ({counts.mask_source})",
+                rows=none.tolist(),
+            )
+        )
+    if model_max_length:
+        over = counts.rows[counts.total > model_max_length]
+        if over.size:
+            out.append(
+                finding(
+                    "exceeds_model_max_length",
+                    f"{over.size} row(s) are longer than the tokenizer's model_max_length {model_max_length}"
+                    f" (longest: {int(counts.total.max())} tokens)",
+                    rows=over.tolist(),
+                    model_max_length=int(model_max_length),
+                )
+            )
+    if rec is not None:
+        kept = counts.supervised_kept(rec)
+        lose = counts.rows[(counts.supervised > 0) & (kept == 0)]
+        if lose.size:
+            out.append(
+                finding(
+                    "truncation_drops_answers",
+                    f"at seq_length {rec} (recommended), {lose.size} row(s) lose every supervised token",
+                    rows=lose.tolist(),
+                    seq_length=int(rec),
+                )
+            )
+    return out
+
+
+def reservoir_sample(
+    items: Iterable[tuple[int, dict]], k: int, seed: int = 0
+) -> tuple[list[tuple[int, dict]], int]:
+    """A uniform sample of ``k`` items (in input order) and how many items there were."""
+    rng = np.random.default_rng(seed)
+    sample: list[tuple[int, dict]] = []
+    n = 0
+    for n, item in enumerate(items, start=1):
+        if len(sample) < k:
+            sample.append(item)
+        else:
+            j = int(rng.integers(0, n))
+            if j < k:
+                sample[j] = item
+    sample.sort(key=lambda it: it[0])
+    return sample, n
+
+
+def tokenizer_max_length(loaded: Any) -> int | None:
+    tok = getattr(loaded, "tokenizer", loaded)
+    m = getattr(tok, "model_max_length", None)
+    return int(m) if isinstance(m, int) and 0 < m < _NO_MAX_LENGTH else None
+
+
+def compute_stats(
+    conversations: Iterable[tuple[int, dict]],
+    loaded: Any,
+    *,
+    seq_lengths: Sequence[int] = DEFAULT_SEQ_LENGTHS,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    sample: int | None = None,
+    workers: int = 1,
+    model_max_length: int | None = None,
+    mask_source: str = "auto",
+    progress: Callable[[int], None] | None = None,
+) -> StatsResult:
+    """Measure (row number, conversation) pairs through ``loaded``'s chat template and summarize.
+
+    ``loaded`` is a ``LoadedTokenizer`` (or a transformers fast tokenizer with a chat template).
+    ``sample``: measure a uniform random sample of that many rows (seeded) instead of every row.
+    ``model_max_length``: defaults to the tokenizer's, when it states one.
+    """
+    if sample is not None and sample <= 0:
+        raise ValueError("sample must be positive")
+    rows_read: int | None = None
+    items: Iterable[tuple[int, dict]] = conversations
+    if sample is not None:
+        items, rows_read = reservoir_sample(conversations, sample)
+    counts = measure_conversations(items, loaded, mask_source=mask_source, workers=workers, progress=progress)
+    if rows_read is None:
+        rows_read = len(counts) + len(counts.render_errors)
+    mml = model_max_length if model_max_length is not None else tokenizer_max_length(loaded)
+    return stats_from_counts(
+        counts,
+        seq_lengths=seq_lengths,
+        batch_sizes=batch_sizes,
+        model_max_length=mml,
+        rows_read=rows_read,
+        sampled=sample is not None and rows_read > len(counts) + len(counts.render_errors),
+    )

@@ -1,0 +1,342 @@
+"""Per-row token counts equal what the trainer's own transformers calls give, row by row."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataprep.measure import TokenCounts, _overlapping_runs, count_naive, measure_conversations
+from dataprep.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MODELS = ROOT / "fixtures" / "models"
+WORDS = (
+    "the quick brown fox jumps over lazy dog weather Paris spider legs tea milk sugar sea waves "
+    "tokens model answer question ünïcode 数据 émoji 🙂 <think> <|im_end|>"
+).split()
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def _text(rng: random.Random, lo: int, hi: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def make_conversations(n: int, seed: int = 0, *, rich: bool = True) -> list[dict]:
+    """Varied valid conversations: system prompts, several turns, tools and tool calls, reasoning."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        msgs: list[dict] = []
+        conv: dict = {"messages": msgs}
+        if rng.random() < 0.4:
+            msgs.append({"role": "system", "content": _text(rng, 1, 12)})
+        for _turn in range(rng.randint(1, 3)):
+            msgs.append({"role": "user", "content": _text(rng, 1, 30)})
+            if rich and rng.random() < 0.2:
+                conv["tools"] = [TOOL]
+                msgs.append(
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                            }
+                        ],
+                    }
+                )
+                msgs.append({"role": "tool", "tool_call_id": "call_1", "content": _text(rng, 1, 8)})
+            answer: dict = {"role": "assistant", "content": _text(rng, 1, 60)}
+            if rich and rng.random() < 0.2:
+                answer["reasoning_content"] = _text(rng, 1, 10)
+            msgs.append(answer)
+        out.append(conv)
+    return out
+
+
+def naive_total(tok, conv) -> int:
+    return len(tok.apply_chat_template(conv["messages"], tools=conv.get("tools"), tokenize=True)["input_ids"])
+
+
+def naive_masks(tok, conv) -> list[int]:
+    out = tok.apply_chat_template(
+        conv["messages"],
+        tools=conv.get("tools"),
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+    )
+    return list(out["assistant_masks"])
+
+
+def naive_prefix_diff(tok, conv) -> int:
+    msgs, tools = conv["messages"], conv.get("tools")
+    total = 0
+    for j, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        upto = len(tok.apply_chat_template(msgs[: j + 1], tools=tools, tokenize=True)["input_ids"])
+        prompt = (
+            len(
+                tok.apply_chat_template(msgs[:j], tools=tools, tokenize=True, add_generation_prompt=True)[
+                    "input_ids"
+                ]
+            )
+            if j
+            else 0
+        )
+        total += max(0, upto - prompt)
+    return total
+
+
+@pytest.fixture(scope="module")
+def convs() -> list[dict]:
+    return make_conversations(120)
+
+
+@pytest.fixture(scope="module")
+def gen_tok():
+    return load_tokenizer(str(MODELS / "chatml-gen"))
+
+
+def measured(conversations, loaded, **kw) -> TokenCounts:
+    return measure_conversations(list(enumerate(conversations, start=1)), loaded, batch_rows=32, **kw)
+
+
+def test_generation_tags_equal_transformers_for_every_row(convs, gen_tok, monkeypatch):
+    from dataprep.measure import Measurer
+
+    monkeypatch.setattr(Measurer, "CHECK_ROWS", 5)  # most rows take the char-lookup shortcut
+    tok = gen_tok.tokenizer
+    counts = measured(convs, gen_tok)
+    assert counts.mask_source == "generation_tags"
+    assert counts.rows.tolist() == list(range(1, len(convs) + 1))
+    assert counts.total.tolist() == [naive_total(tok, c) for c in convs]
+    masks = [naive_masks(tok, c) for c in convs]
+    assert counts.supervised.tolist() == [sum(m) for m in masks]
+    assert counts.turns.tolist() == [sum(m["role"] == "assistant" for m in c["messages"]) for c in convs]
+    # The supervised runs sit exactly where the assistant mask has its ones.
+    first = counts.first_supervised()
+    for i, m in enumerate(masks):
+        assert first[i] == (m.index(1) if 1 in m else len(m))
+    for cut in (1, 17, 40, 100):
+        assert counts.supervised_kept(cut).tolist() == [sum(m[:cut]) for m in masks]
+
+
+@pytest.mark.parametrize(
+    "name", ["chatml", "double-bos", "default-system", "no-eos", "plain-markers", "think-strip"]
+)
+def test_totals_and_prefix_diff_equal_transformers(name, convs):
+    loaded = load_tokenizer(str(MODELS / name))
+    tok = loaded.tokenizer
+    sample = convs[:40]
+    counts = measured(sample, loaded, mask_source="prefix_diff")
+    assert counts.mask_source == "prefix_diff"
+    assert counts.total.tolist() == [naive_total(tok, c) for c in sample]
+    assert counts.supervised.tolist() == [naive_prefix_diff(tok, c) for c in sample]
+
+
+def test_auto_picks_prefix_diff_without_tags(convs):
+    counts = measured(convs[:5], load_tokenizer(str(MODELS / "chatml")))
+    assert counts.mask_source == "prefix_diff"
+
+
+def test_prefix_diff_agrees_with_masks_when_the_tags_cover_the_whole_turn(convs):
+    # ChatML whose generation block spans everything after the assistant header, separator included.
+    template = (
+        "{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>assistant\n"
+        "{% generation %}{{ m.content }}<|im_end|>\n{% endgeneration %}"
+        "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    loaded = load_tokenizer(str(MODELS / "chatml"), chat_template=template)
+    plain = make_conversations(60, seed=3, rich=False)
+    by_mask = measured(plain, loaded)
+    by_prefix = measured(plain, loaded, mask_source="prefix_diff")
+    assert by_mask.mask_source == "generation_tags"
+    assert by_mask.supervised.tolist() == by_prefix.supervised.tolist()
+    assert by_mask.total.tolist() == by_prefix.total.tolist()
+    assert by_mask.first_supervised().tolist() == by_prefix.first_supervised().tolist()
+
+
+def test_prefix_diff_also_supervises_the_turn_separator(gen_tok):
+    # chatml-gen closes the generation block before the newline after <|im_end|>; prefix-diff counts that
+    # newline too, one token per assistant turn.
+    plain = make_conversations(30, seed=5, rich=False)
+    by_mask = measured(plain, gen_tok)
+    by_prefix = measured(plain, gen_tok, mask_source="prefix_diff")
+    assert (by_prefix.supervised - by_mask.supervised).tolist() == by_mask.turns.tolist()
+
+
+def test_rows_the_template_cannot_render_are_reported_not_counted():
+    loaded = load_tokenizer(str(MODELS / "no-system"))
+    convs = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+    ]
+    counts = measure_conversations([(10, convs[0]), (11, convs[1]), (12, convs[2])], loaded)
+    assert counts.rows.tolist() == [10, 12]
+    assert [r for r, _ in counts.render_errors] == [11]
+    assert counts.render_errors[0][1]  # the template's own message
+
+
+def test_none_fields_and_tools_as_json_string_render_like_transformers(gen_tok):
+    import json
+
+    tok = gen_tok.tokenizer
+    conv = {
+        "messages": [
+            {"role": "user", "content": "weather in Paris?", "name": None},
+            {"role": "assistant", "content": "sunny", "tool_calls": None},
+        ],
+        "tools": json.dumps([TOOL]),
+    }
+    empty_tools = {"messages": conv["messages"], "tools": []}
+    counts = measured([conv, empty_tools], gen_tok)
+    reference = {"messages": conv["messages"], "tools": [TOOL]}
+    assert counts.total.tolist() == [naive_total(tok, reference), naive_total(tok, empty_tools)]
+    assert counts.supervised.tolist() == [
+        sum(naive_masks(tok, reference)),
+        sum(naive_masks(tok, empty_tools)),
+    ]
+
+
+def test_count_naive_matches_the_batched_path(convs, gen_tok):
+    counts = measured(convs[:10], gen_tok)
+    assert [count_naive(gen_tok.tokenizer, c) for c in convs[:10]] == list(
+        zip(counts.total.tolist(), counts.supervised.tolist(), strict=True)
+    )
+
+
+def test_worker_processes_give_the_same_counts(convs, gen_tok):
+    one = measured(convs, gen_tok)
+    two = measured(convs, gen_tok, workers=2)
+    for name in ("rows", "total", "supervised", "turns", "run_row", "run_start", "run_end"):
+        assert getattr(one, name).tolist() == getattr(two, name).tolist(), name
+
+
+def test_counts_are_compact_int32(convs, gen_tok):
+    counts = measured(convs[:5], gen_tok)
+    assert counts.total.dtype == np.int32 and counts.supervised.dtype == np.int32
+
+
+def test_overlapping_runs_follow_the_transformers_mask_rule():
+    # tokens: [0,3) [3,5) [5,5) [5,9) [9,12); spans overlap tokens by the rule end > a and start < b
+    offsets = [(0, 3), (3, 5), (5, 5), (5, 9), (9, 12)]
+
+    def reference(spans):
+        mask = [0] * len(offsets)
+        for i, (ts, te) in enumerate(offsets):
+            if any(te > a and ts < b for a, b in spans):
+                mask[i] = 1
+        return sum(mask)
+
+    for spans in ([(4, 6)], [(3, 5)], [(0, 12)], [(5, 5)], [(2, 4), (4, 10)], [(12, 12)], [(1, 2), (2, 3)]):
+        runs = _overlapping_runs(offsets, spans)
+        assert sum(hi - lo for lo, hi in runs) == reference(spans), spans
+
+
+# -- the piece counter: text between added tokens counted once per distinct piece --------------------------------
+def _toy_tokenizer(scheme: str):
+    """A small BPE with Metaspace (Llama/Phi-3 style) or ByteLevel, and added tokens that strip whitespace."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>" if scheme != "bytelevel" else None, byte_fallback=False))
+    if scheme == "bytelevel":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=scheme == "always")
+        alphabet = []
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"], initial_alphabet=alphabet)
+    tok.train_from_iterator([" ".join(WORDS) * 3, "hello there general kenobi \n\n tab\tbed"], trainer)
+    tok.add_special_tokens(
+        [
+            AddedToken("<|end|>", rstrip=True, special=True, normalized=False),
+            AddedToken("<|user|>", lstrip=True, special=True, normalized=False),
+            AddedToken("<|u|>", special=True, normalized=False),
+            AddedToken("<s>", special=True, normalized=False),
+        ]
+    )
+    return tok
+
+
+@pytest.mark.parametrize("scheme", ["first", "always", "bytelevel"])
+def test_piece_counter_equals_whole_text_encoding(scheme):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dataprep.measure import PieceCounter
+
+    tok = _toy_tokenizer(scheme)
+    counter = PieceCounter.build(tok)
+    assert counter is not None
+    atoms = st.sampled_from(
+        ["<|end|>", "<|user|>", "<|u|>", "<s>", " ", "\n", "\t", "  ", "\u3000", "\x1c", *WORDS]
+    )
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.lists(atoms, max_size=12).map("".join), min_size=1, max_size=8))
+    def check(texts):
+        direct = [len(e) for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+        assert counter.count(texts) == direct
+
+    check()
+
+
+def test_measurer_uses_the_piece_counter_on_the_fixtures_and_agrees_without_it():
+    from dataprep.measure import Measurer, make_spec
+
+    loaded = load_tokenizer(str(MODELS / "chatml"))
+    m = Measurer(make_spec(loaded), loaded.tokenizer.backend_tokenizer)
+    convs = make_conversations(40, seed=9)
+    m.count_batch(m.render_batch(convs))
+    assert m.piece_cache_active  # verified on that first batch
+    with_cache = measured(convs, loaded)
+    without = measured(convs, loaded, piece_cache=False)
+    assert with_cache.total.tolist() == without.total.tolist()
+    assert with_cache.supervised.tolist() == without.supervised.tolist()
+
+
+@pytest.mark.parametrize("scheme", ["first", "bytelevel"])
+def test_mask_runs_by_char_lookup_equal_the_offsets_rule(scheme):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dataprep.measure import _runs_by_chars
+
+    tok = _toy_tokenizer(scheme)
+    atoms = st.sampled_from(["<|end|>", "<|user|>", " ", "\n", "🙂", "数据", "é", *WORDS[:8]])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(atoms, min_size=1, max_size=15).map("".join), st.lists(st.integers(0, 80), max_size=6))
+    def check(text, cuts):
+        enc = tok.encode(text, add_special_tokens=False)
+        points = sorted(min(c, len(text)) for c in cuts)
+        spans = list(zip(points[::2], points[1::2], strict=False))
+        runs = _runs_by_chars(enc, spans, len(text))
+        if runs is not None:
+            assert runs == _overlapping_runs(enc.offsets, spans)
+
+    check()
