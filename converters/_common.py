@@ -66,6 +66,21 @@ class ConvertOptions:
     text_only: bool = False
     all_paths: bool = False  # OASST: every root-to-leaf path instead of the best-ranked one
 
+    def __post_init__(self) -> None:
+        # --role-map gpt=god would reject every row as unknown_role: say so once, as a usage error.
+        bad = [
+            f"{k}={v}"
+            for k, v in self.role_map.items()
+            if ROLE_ALIASES.get(v, ROLE_ALIASES.get(v.lower())) is None
+        ]
+        if bad:
+            from dataprep.errors import UsageError
+
+            raise UsageError(
+                f"--role-map {', '.join(bad)}: the target is not a role",
+                hint="map to system, user, assistant or tool (e.g. --role-map gpt=assistant)",
+            )
+
 
 Converted = tuple[list[tuple[int, dict[str, Any]]], list[Reject]]
 

@@ -35,6 +35,13 @@ def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike], f
         raise DataprepError(finding("output_exists", f"{out}: already exists"))
 
 
+def _chmod_like_open(fd: int) -> None:
+    """mkstemp makes 0600 files; give the output the mode open() would (0666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Yield a file object; on success it replaces ``path`` in one rename, on error it vanishes."""
@@ -42,6 +49,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     target.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _chmod_like_open(fd)
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else "") as fh:
             yield fh
@@ -60,6 +68,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _chmod_like_open(fd)
     os.close(fd)
     try:
         yield Path(tmp)

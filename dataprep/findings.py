@@ -51,7 +51,8 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "unreadable_input",
             "error",
             "the input cannot be read",
-            "check the path, its format and --encoding",
+            # not every command has --encoding: readers that do name it in their own hints
+            "check the path and the file's format",
         ),
         _spec(
             "unknown_schema",

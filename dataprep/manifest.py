@@ -103,6 +103,7 @@ def resolve_model(model: str, revision: str | None = None) -> ResolvedModel:
             )
     raise ModelNotFound(
         f"{model}: not a local folder and not in the Hugging Face cache (looked in {p.resolve()} and {repo_dir})",
+        hint=f"pass the base model folder, or download it first: huggingface-cli download {model}",
     )
 
 
@@ -241,9 +242,15 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise UnreadableInput(path, "no such file", hint="pass the manifest.json preflight wrote") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UnreadableInput(path, f"not a manifest: {err}") from None
+        raise UnreadableInput(
+            path, f"not a manifest: {err}", hint="pass the manifest.json preflight wrote"
+        ) from None
     if not isinstance(doc, dict) or "tokenizer_files" not in doc or "base_model" not in doc:
-        raise UnreadableInput(path, "not a dataprep manifest (no base_model / tokenizer_files)")
+        raise UnreadableInput(
+            path,
+            "not a dataprep manifest (no base_model / tokenizer_files)",
+            hint="pass the manifest.json preflight wrote",
+        )
     return doc
 
 

@@ -105,7 +105,8 @@ def validate_conversation(conv: Any) -> list[Problem]:
         return [Problem("missing_field", "the row is not an object")]
     messages = conv.get("messages")
     if not isinstance(messages, list) or not messages:
-        return [Problem("missing_field", "the row has no 'messages' list")]
+        what = "an empty 'messages' list" if isinstance(messages, list) else "no 'messages' list"
+        return [Problem("missing_field", f"the row has {what}")]
     problems: list[Problem] = []
     tools = conv.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
@@ -142,8 +143,8 @@ def validate_conversation(conv: Any) -> list[Problem]:
                     p = _check_tool_call(i, j, call)
                     if p is not None:
                         problems.append(p)
-                    else:
-                        call_ids.add(call["id"])
+                    if isinstance(call, dict) and isinstance(call.get("id"), str):
+                        call_ids.add(call["id"])  # a broken call still has its id: no second finding
         if role == "tool":
             tcid = m.get("tool_call_id")
             if _blank(tcid):
@@ -173,6 +174,8 @@ def validate_conversation(conv: Any) -> list[Problem]:
 FIRST_ROWS = 20
 _VALIDATE_HINTS = {
     "missing_field": 'each line is {"messages": [{"role", "content"}, ...]}: convert records with dataprep normalize',
+    "non_text_content": "ChatDataset keeps only the text parts: convert with dataprep normalize --text-only, "
+    "or use a vision-language recipe",
 }
 MAX_PROBLEMS = 100
 
@@ -222,29 +225,70 @@ class ValidateResult:
 
 
 def _open_lines(path: str):
-    import bz2
-    import gzip
-
+    """The decompressed bytes of a JSONL file; anything that is not line-oriented text is UnreadableInput."""
     from .errors import UnreadableInput
+    from .sources.sniff import open_decompressed, sniff_file
 
     if path == "-":
         import sys
 
         return sys.stdin.buffer
+    # Sniff the content (not the extension): an empty file, binary garbage, a corrupt archive or a Parquet /
+    # Arrow / .npy file is unreadable as JSONL as a whole (exit 2), not one invalid_json per "line".
+    sniffed = sniff_file(path)
+    if sniffed.format in ("parquet", "arrow", "npy"):
+        raise UnreadableInput(
+            path,
+            f"a {sniffed.format} file, not messages JSONL",
+            hint="validate checks the JSONL ChatDataset reads: convert it with dataprep normalize IN OUT.jsonl",
+        )
     try:
-        if path.endswith(".gz"):
-            return gzip.open(path, "rb")
-        if path.endswith(".bz2"):
-            return bz2.open(path, "rb")
-        if path.endswith(".zst"):
-            import zstandard
-
-            return zstandard.open(path, "rb")
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller
-    except IsADirectoryError:
-        raise UnreadableInput(path, "is a directory, not a JSONL file") from None
+        return open_decompressed(path, sniffed.compression)
     except OSError as e:
         raise UnreadableInput(path, e.strerror or str(e)) from None
+
+
+def _as_chat_dataset_reads(obj: Any) -> tuple[Any, list[Problem]]:
+    """What ChatDataset makes of a row: ``content: null`` reads as "", a list of parts keeps its text parts.
+
+    (An assistant tool call with ``content: null`` is the OpenAI form and trains fine.) Image or audio parts
+    are a ``non_text_content`` problem: ChatDataset would drop them without a word.
+    """
+    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
+        return obj, []
+    from converters._common import RowReject, content_text
+
+    problems: list[Problem] = []
+    messages = []
+    for i, m in enumerate(obj["messages"]):
+        if (
+            isinstance(m, dict)
+            and "content" in m
+            and (m["content"] is None or isinstance(m["content"], list))
+        ):
+            where = f"message {i} ({m.get('role')})"
+            try:
+                text = content_text(m["content"], False, where)
+            except RowReject as r:
+                problems.append(Problem(r.code, r.message, i))
+                try:  # go on with what ChatDataset would see: the text parts
+                    text = content_text(m["content"], True, where)
+                except RowReject:
+                    text = ""
+            m = {**m, "content": text}
+        if isinstance(m, dict) and isinstance(m.get("tool_calls"), list):
+            # ChatDataset JSON-dumps non-string arguments.
+            calls = [
+                {**c, "function": {**c["function"], "arguments": json.dumps(c["function"]["arguments"])}}
+                if isinstance(c, dict)
+                and isinstance(c.get("function"), dict)
+                and isinstance(c["function"].get("arguments"), (dict, list))
+                else c
+                for c in m["tool_calls"]
+            ]
+            m = {**m, "tool_calls": calls}
+        messages.append(m)
+    return {**obj, "messages": messages}, problems
 
 
 def validate_file(path: str) -> ValidateResult:
@@ -270,6 +314,7 @@ def validate_file(path: str) -> ValidateResult:
             problems.append({"line": line, **p.to_dict()})
 
     fh = _open_lines(path)
+    n = 0
     try:
         for n, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -292,17 +337,30 @@ def validate_file(path: str) -> ValidateResult:
                 except ValueError:
                     note(n, Problem("invalid_tool_call", "'tools' is a string that is not JSON"))
                     continue
-            found = validate_conversation(obj)
+            obj, read_problems = _as_chat_dataset_reads(obj)
+            found = read_problems + validate_conversation(obj)
             if found:
                 for p in found:
                     note(n, p)
             else:
                 valid += 1
-    except OSError as e:
-        raise UnreadableInput(path, str(e)) from None
+    except (OSError, EOFError) as e:
+        raise UnreadableInput(
+            path, f"corrupt or truncated data after line {n}: {e}", hint="re-create or re-download the file"
+        ) from None
+    except Exception as e:  # zstandard.ZstdError has no common base with the stdlib errors
+        if not type(e).__module__.startswith("zstandard"):
+            raise
+        raise UnreadableInput(
+            path, f"corrupt zstd data: {e}", hint="re-create or re-download the file"
+        ) from None
     finally:
         if path != "-":
             fh.close()
+    if path == "-" and rows == 0:  # a file is sniffed for emptiness up front; stdin only now
+        raise UnreadableInput(
+            path, "empty input on stdin", hint="pipe JSONL into the command, one record per line"
+        )
     return ValidateResult(
         path=path,
         rows=rows,

@@ -344,6 +344,7 @@ def resolve_model_dir(model: str) -> Path:
                 return candidates[-1]
     raise ModelNotFound(
         f"model {model!r} not found: looked for a local folder {looked[0]} and the HF cache entry {looked[1]}",
+        hint=f"pass a local folder, or download it first: huggingface-cli download {model}",
     )
 
 
@@ -405,7 +406,10 @@ def load_model_config(model: str, *, count_weights: bool = True) -> ModelConfig:
     model_dir = resolve_model_dir(model)
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
-        raise ModelNotFound(f"{model_dir}: no config.json (the memory estimate needs the architecture)")
+        raise ModelNotFound(
+            f"{model_dir}: no config.json (the memory estimate needs the architecture)",
+            hint="point --model at the checkpoint folder: config.json sits next to the weights",
+        )
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

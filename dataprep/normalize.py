@@ -86,8 +86,10 @@ class NormalizeResult:
             out.append(
                 finding(
                     "duplicate_row",
-                    f"{self.duplicates} exact duplicate {self.unit}s dropped (--dedup)",
+                    f"{self.duplicates} exact duplicate {self.unit}{'s' if self.duplicates != 1 else ''} "
+                    "dropped (--dedup)",
                     severity="info",
+                    hint="the first copy of each is kept; the summary counts the dropped ones",
                     count=self.duplicates,
                 )
             )
@@ -168,6 +170,16 @@ def _batch_columns(batch: Batch | None) -> list[str]:
     return _union(list(r) for r in batch.records())
 
 
+def detection_input(
+    head: list[Batch], fallback_columns: list[str] | None = None
+) -> tuple[list[str], list[dict]]:
+    """(columns, sample rows) that shape detection sees in the input's first batches (``DETECT_ROWS`` rows).
+
+    normalize and inspect both detect from this, so inspect shows the shape normalize will use.
+    """
+    return _union(_batch_columns(b) for b in head) or list(fallback_columns or []), _sample(head)
+
+
 def _errors(batch: Batch) -> list[Reject]:
     return [Reject(e.row, e.code, e.message, e.raw) for e in batch.errors]
 
@@ -211,7 +223,7 @@ def _prepare(
         if b is None:
             break
         head.append(b)
-    raw_cols = _union(_batch_columns(b) for b in head) or list(src.columns or [])
+    raw_cols, _ = detection_input(head, src.columns)
     missing = [s for s in mapping.values() if raw_cols and s not in raw_cols]
     if missing:
         raise UsageError(
@@ -219,6 +231,16 @@ def _prepare(
             hint="columns: " + ", ".join(raw_cols),
         )
     if not raw_cols and not any(len(b) for b in head):
+        errors = [e for b in head for e in b.errors]
+        if errors:  # every line failed to parse: no record to detect a shape from, nothing to convert
+            from .errors import UnreadableInput
+
+            raise UnreadableInput(
+                path,
+                f"none of its {len(errors)} lines parses as a record ({errors[0].message})",
+                hint="is it really JSONL? Records on stdin are JSONL; pass CSV and others as a file",
+                line=errors[0].row,
+            )
         raise FindingError(finding("unknown_schema", f"{path}: the input holds no records"))
     head = [_rename_batch(b, mapping) for b in head]
     columns = _renamed_columns(raw_cols, mapping)
@@ -431,6 +453,11 @@ def normalize(
 
     ``progress(records_read, total_or_None)`` is called as batches are read (the CLI's progress bar).
     """
+    if "-" in (str(out), str(rejects)):  # not stdout: a file literally named "-" would be written
+        raise UsageError(
+            "OUT and --rejects are files, not '-' (stdout): the output is written atomically",
+            hint="give a path, e.g. dataprep normalize in.csv train.jsonl",
+        )
     rejects_path = Path(rejects) if rejects is not None else default_rejects_path(out)
     check_output_path(out, [inp], force=force)
     check_output_path(rejects_path, [inp], force=force)

@@ -33,6 +33,7 @@ LOSS_TARGETS = {
     "fused_linear_ce": "nemo_automodel.components.loss.linear_ce.FusedLinearCrossEntropy",
 }
 DEFAULT_LOSS = "masked_ce"  # what AutoModel's SFT/PEFT recipes use
+DEFAULT_GLOBAL_BATCH = 32  # when not given: the nearest valid size for the GPUs, without a finding
 # AutoModel's `quantization:` block for QLoRA (examples/llm_finetune/llama3_1/llama3_1_8b_squad_qlora.yaml)
 QLORA_BLOCK = {
     "load_in_4bit": True,
@@ -48,7 +49,7 @@ ACMode = Literal["auto", "on", "off"]
 
 # -- sizes -------------------------------------------------------------------------------------------------
 
-_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*$")  # sign: "-5GiB" -> must be positive
 _UNITS = {
     "kib": 1024, "ki": 1024, "k": 1024, "kb": 1000,
     "mib": 1024**2, "mi": 1024**2, "m": 1024**2, "mb": 1000**2,
@@ -337,7 +338,7 @@ def make_plan(
     lora_alpha: int = 32,
     lora_targets: str = "*_proj",
     lora_dropout: float = 0.0,
-    global_batch_size: int = 32,
+    global_batch_size: int | None = None,
     activation_checkpointing: ACMode | bool = "auto",
     loss: str = "masked_ce",
     param_dtype: str = "bf16",
@@ -347,6 +348,10 @@ def make_plan(
 ) -> PlanResult:
     """Recommend seq_length, local batch, accumulation and AC for the budget; findings for what does not fit."""
     ac_mode = {True: "on", False: "off"}.get(activation_checkpointing, activation_checkpointing)  # type: ignore[call-overload]
+    # A global batch the user asked for that cannot divide is their error; the default just adapts.
+    explicit_global = global_batch_size is not None
+    if global_batch_size is None:
+        global_batch_size = DEFAULT_GLOBAL_BATCH
     _validate(
         gpus, gpu_memory_bytes, method, lora_rank, global_batch_size, ac_mode, loss, param_dtype, margin
     )
@@ -407,17 +412,18 @@ def make_plan(
         if global_bs % gpus != 0 or global_bs < gpus:
             unit = best * gpus
             valid = _nearest_valid(global_bs, unit)
-            findings.append(
-                finding(
-                    "global_batch_not_divisible",
-                    f"global_batch_size {global_batch_size} is not a multiple of dp_size {gpus}: no local batch "
-                    f"gives global % (local x dp) == 0; with local_batch_size {best} the nearest valid global "
-                    f"batch sizes are {' or '.join(str(v) for v in valid)}",
-                    hint=f"pass --global-batch-size {valid[-1] if len(valid) == 1 else valid[0]} "
-                    f"(or {valid[-1]}); any multiple of {unit} works",
-                    nearest_valid=valid,
+            if explicit_global:
+                findings.append(
+                    finding(
+                        "global_batch_not_divisible",
+                        f"global_batch_size {global_batch_size} is not a multiple of dp_size {gpus}: no local batch "
+                        f"gives global % (local x dp) == 0; with local_batch_size {best} the nearest valid global "
+                        f"batch sizes are {' or '.join(str(v) for v in valid)}",
+                        hint=f"pass --global-batch-size {valid[-1] if len(valid) == 1 else valid[0]} "
+                        f"(or {valid[-1]}); any multiple of {unit} works",
+                        nearest_valid=valid,
+                    )
                 )
-            )
             global_bs = min(valid, key=lambda v: (abs(v - global_batch_size), -v))
             local = best
         else:

@@ -397,6 +397,18 @@ class _Run:
             v_findings = [_promote(f) for f in v_findings]
             if not v_findings:
                 v_findings.append(finding("unreadable_input", f"{self.o.dataset}: the dataset has no rows"))
+        if self.split.duplicates:
+            # Kept (nothing is dropped unasked), but they weight those examples up: say how many.
+            v_findings.append(
+                finding(
+                    "duplicate_row",
+                    f"{self.split.duplicates} of {kept} conversations are exact duplicates of an earlier one; "
+                    "kept, each on the same side of the split as its first copy",
+                    severity="info",
+                    hint="drop them first with `dataprep normalize --dedup` unless the repetition is intended",
+                    count=self.split.duplicates,
+                )
+            )
         self._finish_step(
             "validate",
             v_findings,
@@ -414,18 +426,31 @@ class _Run:
         from .sources.sniff import open_decompressed
 
         files = getattr(self.source, "files", None) or [self.source.path]
-        with open_decompressed(files[0], self.source.compression) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                text = raw.decode(self.o.encoding or "utf-8", errors="replace").strip()
-                if not text:
-                    continue
-                counters["rows_in"] += 1
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as err:
-                    rejects.add("validate", lineno, "invalid_json", f"line {lineno}: {err.msg}", text[:2000])
-                    continue
-                yield lineno, obj
+        offset = 0  # a folder or glob of shards: every file, rows numbered on across them
+        for path in files:
+            lineno = 0
+            with open_decompressed(path, self.source.compression) as fh:
+                for lineno, raw in enumerate(fh, start=1):
+                    row = offset + lineno
+                    try:
+                        text = raw.decode(self.o.encoding or "utf-8").strip()
+                    except UnicodeDecodeError as err:  # not replaced silently: the row goes to the rejects
+                        counters["rows_in"] += 1
+                        rejects.add(
+                            "validate", row, "invalid_json", f"line {row}: not {err.encoding} text",
+                            raw.decode("utf-8", errors="replace").strip()[:2000],
+                        )  # fmt: skip
+                        continue
+                    if not text:
+                        continue
+                    counters["rows_in"] += 1
+                    try:
+                        obj = json.loads(text)
+                    except json.JSONDecodeError as err:
+                        rejects.add("validate", row, "invalid_json", f"line {row}: {err.msg}", text[:2000])
+                        continue
+                    yield row, obj
+            offset += lineno
 
     def _normalized(self, rejects: _Rejects, counters: Counter) -> Iterator[tuple[int, dict]]:
         """The converters' stream, with every rejected row recorded."""

@@ -659,9 +659,21 @@ def _check_date(ctx: _Ctx, with_system: bool) -> None:
         if not isinstance(out, RenderError) and DATE_VAR in out.text:
             found.append(f"the variable {var!r}")
     if found:
+        daily = "strftime_now()" in found
         ctx.add(
             "date_injected",
-            f"the template writes the date into the prompt via {' and '.join(found)}: renderings change by day",
+            f"the template writes the date into the prompt via {' and '.join(found)}: "
+            + (
+                "renderings change by day"
+                if daily
+                # Llama 3.1: a fixed fallback date unless the caller passes the variable.
+                else "the rendering changes with the value a caller passes (or carries the template's fixed fallback)"
+            ),
+            **(
+                {}
+                if daily
+                else {"hint": "render training and inference with the same date variable (or none)"}
+            ),
             via=found,
         )
 

@@ -34,6 +34,25 @@ class LazyGroup(click.Group):
         module = COMMANDS[name].split(":")[0]
         return importlib.util.find_spec(module) is not None
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["dataprep.argv"] = list(args)  # for usage errors: was --json asked for?
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:
+            # Bad flags are a finding like every other problem (and a JSON document with --json), exit 2.
+            from ..findings import finding
+            from ._common import usage_exit
+
+            path = (err.ctx or ctx).command_path.split()[1:]  # the program may be named otherwise
+            where = " ".join(["dataprep", *path])
+            f = finding("usage_error", err.format_message(), hint=f"see `{where} --help`")
+            usage_exit(f, as_json="--json" in ctx.meta.get("dataprep.argv", ()))
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         spec = COMMANDS.get(name)
         if spec is None or not self._spec_importable(name):

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from ..errors import DataprepError
-from ..findings import Finding, Severity, apply_strict, exit_code
+from ..findings import EXIT_USAGE, Finding, Severity, apply_strict, exit_code
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
 MAX_ROWS_SHOWN = 10
@@ -70,6 +70,15 @@ def print_findings(con, findings: list[Finding]) -> None:
 
 def dump_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, ensure_ascii=False, indent=2, default=str)
+
+
+def usage_exit(f: Finding, *, as_json: bool = False) -> NoReturn:
+    """Print a command-line error as a finding (and as JSON with --json); exit 2."""
+    if as_json:
+        sys.stdout.write(dump_json({"findings": [f.to_dict()]}) + "\n")
+        sys.stdout.flush()
+    print_findings(console(), [f])
+    sys.exit(EXIT_USAGE)
 
 
 def run(body: Callable[[], Outcome], *, as_json: bool = False, quiet: bool = False, strict: bool = False) -> NoReturn:

@@ -75,7 +75,8 @@ def inspect_cmd(
 
     PATH is a file (CSV, TSV, JSON, JSONL, each optionally .gz/.bz2/.zst; Parquet; Arrow/Feather), a folder or
     glob of shards of one format, a `datasets` save_to_disk folder, a dataset id in the local HF cache, or -
-    for JSONL on stdin. Packed or pre-tokenized input exits 1; input that cannot be read exits 2.
+    for JSONL on stdin. Packed or pre-tokenized input, and records of no known shape (unknown_schema), exit 1;
+    input that cannot be read exits 2.
 
     Example: dataprep inspect data/train.jsonl.gz --json
     """

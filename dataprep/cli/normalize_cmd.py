@@ -44,7 +44,10 @@ def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     for v in values:
         key, sep, val = v.partition("=")
         if not sep or not key or not val:
-            raise UsageError(f"{flag} {v!r}: expected NAME=VALUE", hint=f"e.g. {flag} gpt=assistant")
+            raise UsageError(
+                f"{flag} {v!r}: expected NAME=VALUE",
+                hint=f"e.g. {flag} {'gpt=assistant' if flag == '--role-map' else 'instruction=question'}",
+            )
         out[key] = val
     return out
 

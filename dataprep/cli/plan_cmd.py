@@ -57,9 +57,8 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 @click.option(
     "--global-batch-size",
     type=int,
-    default=32,
-    show_default=True,
-    help="Sequences per optimizer step, all GPUs.",
+    default=None,
+    help="Sequences per optimizer step, all GPUs (default: 32, or the nearest size the GPUs divide).",
 )
 @click.option(
     "--activation-checkpointing",
@@ -107,7 +106,7 @@ def plan_cmd(
     lora_alpha: int,
     lora_targets: str,
     seq_length: int | None,
-    global_batch_size: int,
+    global_batch_size: int | None,
     ac: str,
     loss: str,
     param_dtype: str,
@@ -138,13 +137,15 @@ def plan_cmd(
 
         if stats_path and dataset:
             raise UsageError("--stats and --dataset: give one", hint="--stats reads saved statistics")
-        if not (stats_path or dataset or seq_length):
+        if not (stats_path or dataset) and seq_length is None:
             raise UsageError(
                 "plan needs --stats, --dataset or --seq-length",
                 hint="e.g. --stats stats.json or --seq-length 4096",
             )
         if gpus < 1:
             raise UsageError(f"--gpus {gpus}: at least one GPU", hint="e.g. --gpus 8")
+        if seq_length is not None and seq_length < 1:
+            raise UsageError(f"--seq-length {seq_length}: must be positive", hint="e.g. --seq-length 4096")
         mem = parse_size(gpu_memory)
         if overrides_path:
             from ..atomic import check_output_path

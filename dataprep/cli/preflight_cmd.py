@@ -17,7 +17,10 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     for v in values:
         key, sep, val = v.partition("=")
         if not sep or not key or not val:
-            raise UsageError(f"{flag} {v!r}: expected NAME=VALUE", hint=f"e.g. {flag} prompt=question")
+            raise UsageError(
+                f"{flag} {v!r}: expected NAME=VALUE",
+                hint=f"e.g. {flag} {'gpt=assistant' if flag == '--role-map' else 'instruction=question'}",
+            )
         out[key] = val
     return out
 
@@ -41,7 +44,13 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.command("preflight")
 @click.option("--model", required=True, help="Model folder or Hugging Face id (from the local cache).")
 @click.option("--dataset", required=True, help="Any input normalize reads, or messages JSONL.")
-@click.option("--method", type=click.Choice(["sft", "lora"]), default="sft", show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(["sft", "lora"]),
+    default="sft",
+    show_default=True,
+    help="Full fine-tuning (sft/automodel) or LoRA (peft/automodel).",
+)
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs for the run (data-parallel size).")
 @click.option("--gpu-memory", default="80GiB", show_default=True, help="Memory of one GPU: 80GiB, 24GB, ...")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -67,9 +76,24 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank (plan, --method lora).")
 @click.option("--lora-alpha", type=int, default=None, help="LoRA alpha (plan, --method lora).")
 @click.option("--lora-targets", default=None, help="LoRA target modules: a glob or a comma list.")
-@click.option("--activation-checkpointing", type=click.Choice(["auto", "on", "off"]), default=None)
-@click.option("--loss", type=click.Choice(["masked_ce", "chunked_ce", "fused_linear_ce"]), default=None)
-@click.option("--param-dtype", type=click.Choice(["bf16", "fp32"]), default=None)
+@click.option(
+    "--activation-checkpointing",
+    type=click.Choice(["auto", "on", "off"]),
+    default=None,
+    help="Plan: auto turns it on only when one sequence does not fit without it.",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["masked_ce", "chunked_ce", "fused_linear_ce"]),
+    default=None,
+    help="Plan: the loss function (its logits buffer differs).",
+)
+@click.option(
+    "--param-dtype",
+    type=click.Choice(["bf16", "fp32"]),
+    default=None,
+    help="Plan: dtype of the trained parameters and optimizer states.",
+)
 @click.option("--packing", is_flag=True, default=None, help="Plan with sequence packing.")
 @click.option("--margin", type=float, default=None, help="Memory headroom kept free (plan), e.g. 0.1.")
 @click.option(
@@ -239,7 +263,13 @@ def _summary(report: dict[str, Any]) -> list[str]:
         )
     plan = figures.get("plan", {})
     rec, mem = plan.get("recommendation"), plan.get("memory")
-    if rec and mem:
+    if rec and mem and rec.get("local_batch_size") is None:  # oom: no batch fits
+        budget = plan.get("budget", {})
+        lines.append(
+            f"  plan: does not fit at seq_length {rec['seq_length']}:"
+            f" {mem['per_gpu_gib']:.1f} GiB per GPU for one sequence, {budget.get('usable_gib', '?')} GiB usable"
+        )
+    elif rec and mem:
         budget = plan.get("budget", {})
         lines.append(
             f"  plan: seq_length {rec['seq_length']}, local_batch_size {rec['local_batch_size']}"

@@ -81,13 +81,19 @@ def _text_bytes(src: Source) -> int:
 
 
 def _detect_shape(
-    columns: list[str], sample: list[dict[str, Any]]
+    head: list[Any], columns: list[str], sample: list[dict[str, Any]]
 ) -> tuple[dict[str, Any] | None, list[Finding]]:
-    """The record shape from the converters registry (when that package is installed)."""
+    """The record shape from the converters registry (when that package is installed).
+
+    Detected from the same first rows and column union as ``dataprep normalize``, so both name one shape.
+    """
     try:
         from converters.registry import detect
+
+        from ..normalize import detection_input
     except ImportError:
         return None, []
+    columns, sample = detection_input(head, columns)
     try:
         return detect(columns, sample).to_dict(), []
     except DataprepError as err:
@@ -109,6 +115,11 @@ def inspect_input(path: str, *, encoding: str | None = None, sample_rows: int = 
         src.data_format in _TEXT_FORMATS and _text_bytes(src) <= EXACT_COUNT_MAX_BYTES and not findings
     )
     records: list[dict[str, Any]] = []
+    head: list[Any] = []  # the first batches, up to the rows normalize's shape detection reads
+    try:
+        from ..normalize import DETECT_ROWS
+    except ImportError:  # without the converters package there is no shape to detect
+        DETECT_ROWS = 0  # noqa: N806
     rows = 0
     for batch in src.batches():
         if batch.errors:
@@ -117,6 +128,8 @@ def inspect_input(path: str, *, encoding: str | None = None, sample_rows: int = 
             if "--encoding" in e.message:
                 hint = "pass --encoding latin-1 (or the file's real encoding)"
             raise UnreadableInput(src.path, e.message, hint=hint, line=e.row)
+        if rows < DETECT_ROWS:
+            head.append(batch)
         rows += len(batch)
         if len(records) < 20:
             records.extend(batch.records()[: 20 - len(records)])
@@ -137,7 +150,7 @@ def inspect_input(path: str, *, encoding: str | None = None, sample_rows: int = 
         columns = _record_types(src.columns, records)
     shape = None
     if not findings:
-        shape, shape_findings = _detect_shape([c["name"] for c in columns], records)
+        shape, shape_findings = _detect_shape(head, [c["name"] for c in columns], records)
         findings = findings + shape_findings
     sample = [cut_value(r) for r in records[:sample_rows]]
     return InspectReport(src.to_dict(), num_rows, exact, columns, sample, verdict, shape, findings)
