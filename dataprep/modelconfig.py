@@ -348,6 +348,15 @@ def resolve_model_dir(model: str) -> Path:
     )
 
 
+def _download_config(model: str) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(model, "config.json", cache_dir=str(hf_hub_cache()))).parent
+    except Exception as err:  # network, auth, offline mode: all mean "not found" to the user
+        raise ModelNotFound(f"{model}: download of config.json failed ({type(err).__name__}: {err})") from err
+
+
 def safetensors_parameter_count(model_dir: Path) -> int | None:
     """Sum of tensor sizes from the safetensors headers (no weights read); None when there are none."""
     index = model_dir / "model.safetensors.index.json"
@@ -401,9 +410,16 @@ def _header_count(path: Path) -> int:
     return total
 
 
-def load_model_config(model: str, *, count_weights: bool = True) -> ModelConfig:
-    """Read MODEL's config.json (folder or HF cache) and, when weights are present, count their parameters."""
-    model_dir = resolve_model_dir(model)
+def load_model_config(model: str, *, count_weights: bool = True, allow_download: bool = False) -> ModelConfig:
+    """Read MODEL's config.json (folder or HF cache) and, when weights are present, count their parameters.
+
+    ``allow_download`` fetches config.json alone (never weights) into the HF cache when it is not there."""
+    try:
+        model_dir = resolve_model_dir(model)
+    except ModelNotFound:
+        if not allow_download:
+            raise
+        model_dir = _download_config(model)
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
         raise ModelNotFound(

@@ -74,6 +74,7 @@ class PreflightOptions:
     encoding: str | None = None
     # template / stats
     chat_template: str | None = None
+    allow_download: bool = False
     seq_lengths: tuple[int, ...] = DEFAULT_SEQ_LENGTHS
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     sample: int | None = None
@@ -486,7 +487,9 @@ class _Run:
     def check_template(self) -> None:
         from .tokenizer import load_tokenizer
 
-        self.loaded = load_tokenizer(self.o.model, chat_template=self.o.chat_template)
+        self.loaded = load_tokenizer(
+            self.o.model, chat_template=self.o.chat_template, allow_download=self.o.allow_download
+        )
         if self.loaded.template is None:
             # No template: nothing to lint; ChatDataset would raise at start-up.
             missing = finding(
@@ -524,7 +527,7 @@ class _Run:
         from .modelconfig import load_model_config
         from .plan import make_plan
 
-        cfg = load_model_config(self.o.model)
+        cfg = load_model_config(self.o.model, allow_download=self.o.allow_download)
         kwargs = {
             "stats": self.stats_dict,
             "seq_length": self.o.seq_length,

@@ -40,7 +40,7 @@ TOKENIZER_FILES = (
     "generation_config.json",
     "config.json",
 )
-_DOWNLOAD_PATTERNS = [*TOKENIZER_FILES, "*.model", "*.tiktoken"]
+_DOWNLOAD_PATTERNS = [*TOKENIZER_FILES, "*.model", "*.tiktoken", "config.json", "generation_config.json"]
 
 
 @dataclass(frozen=True)

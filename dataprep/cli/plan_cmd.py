@@ -94,6 +94,11 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
     type=click.Path(dir_okay=False),
     help="Write the AutoModel overrides YAML here.",
 )
+@click.option(
+    "--allow-download",
+    is_flag=True,
+    help="Fetch config.json (and, with --dataset, the tokenizer) from the Hub when not cached.",
+)
 @output_options
 def plan_cmd(
     model: str,
@@ -113,6 +118,7 @@ def plan_cmd(
     packing: bool,
     margin: float,
     overrides_path: str | None,
+    allow_download: bool,
     as_json: bool,
     quiet: bool,
     strict: bool,
@@ -151,11 +157,11 @@ def plan_cmd(
             from ..atomic import check_output_path
 
             check_output_path(overrides_path, [p for p in (stats_path, dataset) if p], force=True)
-        cfg = load_model_config(model)
+        cfg = load_model_config(model, allow_download=allow_download)
         stats = (
             _read_stats(stats_path)
             if stats_path
-            else (_compute_stats(dataset, model, seq_length) if dataset else None)
+            else (_compute_stats(dataset, model, seq_length, allow_download) if dataset else None)
         )
         result = make_plan(
             cfg,
@@ -212,14 +218,14 @@ def _read_stats(path: str) -> dict[str, Any]:
     return doc
 
 
-def _compute_stats(dataset: str, model: str, seq_length: int | None) -> dict[str, Any]:
+def _compute_stats(dataset: str, model: str, seq_length: int | None, allow_download: bool) -> dict[str, Any]:
     from ..errors import FindingError
     from ..findings import finding
     from ..normalize import iter_conversations
     from ..stats import compute_stats
     from ..tokenizer import load_tokenizer
 
-    loaded = load_tokenizer(model)
+    loaded = load_tokenizer(model, allow_download=allow_download)
     if loaded.template is None:
         raise FindingError(
             finding("chat_template_missing", f"{model}: no chat template to measure --dataset through")

@@ -66,6 +66,9 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
 @click.option("--take", type=click.Choice(["chosen"]), default=None, help="Preference data: train on chosen.")
 @click.option("--text-only", is_flag=True, help="Keep only the text parts of multimodal content.")
 @click.option("--encoding", default=None, help="Text encoding of the input (default: UTF-8).")
+@click.option(
+    "--allow-download", is_flag=True, help="Fetch the tokenizer and config.json from the Hub when not cached."
+)
 @click.option("--chat-template", default=None, help="Template override: a Jinja string, .jinja or JSON file.")
 @click.option("--seq-length", type=int, default=None, help="Sequence length (default: from the stats).")
 @click.option("--seq-lengths", default=None, help="Candidate lengths for the truncation table (comma list).")
@@ -119,6 +122,7 @@ def preflight_cmd(
     take: str | None,
     text_only: bool,
     encoding: str | None,
+    allow_download: bool,
     chat_template: str | None,
     seq_length: int | None,
     seq_lengths: str | None,
@@ -174,6 +178,7 @@ def preflight_cmd(
             text_only=text_only,
             encoding=encoding,
             chat_template=chat_template,
+            allow_download=allow_download,
             seq_length=seq_length,
             **{
                 k: v
