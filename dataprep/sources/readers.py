@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import glob as globlib
-import io
 import json
 import os
 import re
@@ -24,30 +24,29 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UnreadableInput
 from .base import Batch, RowError
+from .jsonl import ENCODING_HINT as _ENCODING_HINT
+from .jsonl import RAW_MAX as RAW_MAX  # re-exported, as is parse_jsonl_chunk (engine_ray's JSONL ranges)
+from .jsonl import count_jsonl, iter_jsonl
+from .jsonl import cut_raw as _cut
+from .jsonl import is_utf8 as _is_utf8
+from .jsonl import parse_jsonl_chunk as parse_jsonl_chunk
 from .sniff import UTF8_BOM, Sniffed, format_from_name, open_decompressed, sniff_file
 
-RAW_MAX = 2000  # RowError.raw is cut to this many characters
 EXACT_COUNT_MAX_BYTES = 64 * 1024 * 1024  # text files up to this size are counted exactly by streaming
 JSON_WHOLE_MAX_BYTES = 1024 * 1024 * 1024  # a JSON array is parsed whole (the stdlib has no streaming parser)
 _PEEK_ROWS = 256
-_ENCODING_HINT = "pass --encoding latin-1 (or the file's real encoding, e.g. cp1252, utf-16)"
 # Sidecars that sit beside data files and are not data (Megatron-Bridge pack metadata, datasets' own json files).
 _IGNORED_IN_DIRS = re.compile(
     r"(^[._])|(^\d+_metadata\.jsonl$)|(^(dataset_info|state|dataset_dict)\.json$)|"
     r"\.(md|txt|py|lock|crc|yaml|yml|gitattributes)$|^(README|LICENSE)",
     re.I,
 )
-
-
-def _is_utf8(encoding: str | None) -> bool:
-    return encoding is None or encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
 
 
 class Source:
@@ -180,75 +179,6 @@ class Source:
 
 
 # -- JSONL ----------------------------------------------------------------------------------------------------
-def _has_type(t, pred) -> bool:
-    """Whether ``pred`` holds for ``t`` or any type nested in it."""
-    import pyarrow as pa
-    import pyarrow.types as pt
-
-    if pred(t):
-        return True
-    if pt.is_struct(t):
-        return any(_has_type(t.field(i).type, pred) for i in range(t.num_fields))
-    if pt.is_list(t) or pt.is_large_list(t) or pt.is_fixed_size_list(t):
-        return _has_type(t.value_type, pred)
-    if isinstance(t, pa.MapType):
-        return _has_type(t.key_type, pred) or _has_type(t.item_type, pred)
-    return False
-
-
-_LONG_INT = re.compile(rb"[0-9]{19}")
-
-
-def _null_in_array(data: bytes) -> bool:
-    """A ``null`` right after ``[`` or ``,`` (an array element; object values follow ``:``)."""
-    i = data.find(b"null")
-    while i != -1:
-        j = i - 1
-        while j >= 0 and data[j] in b" \t\r":
-            j -= 1
-        if j >= 0 and data[j] in b"[,":
-            return True
-        i = data.find(b"null", i + 4)
-    return False
-
-
-def _fast_jsonl_table(lines: list[bytes]):
-    """One Arrow table for UTF-8 JSON lines, or None when they do not parse as one schema (or pyarrow would
-    get them wrong)."""
-    import pyarrow as pa
-    import pyarrow.json as pj
-    import pyarrow.types as pt
-
-    data = b"".join(lines)  # lines keep their "\n" (JSON treats a "\r" before it as whitespace)
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    try:
-        data.decode("utf-8")  # pyarrow does not validate UTF-8 in JSON strings
-    except UnicodeDecodeError:
-        return None
-    # Blocks of ~1 MB parse in parallel; a block must hold the longest line whole.
-    longest = max(map(len, lines))
-    opts = pj.ReadOptions(use_threads=True, block_size=min(max(2 * longest + 2, 1 << 20), (1 << 31) - 1))
-    try:
-        table = pj.read_json(io.BytesIO(data), read_options=opts)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowCapacityError):
-        return None
-    if table.num_rows != len(lines):
-        return None
-    types = [f.type for f in table.schema]
-    # pyarrow 26's JSON reader, where it differs from json.loads, sends the chunk to the exact slow path:
-    # ISO-date-looking strings become timestamps (text must stay text); integers beyond int64 become doubles;
-    # null elements of arrays are mis-read ([null, []] -> [[], []]).
-    if any(_has_type(t, pt.is_temporal) for t in types):
-        return None
-    if any(_has_type(t, pt.is_floating) for t in types) and _LONG_INT.search(data):
-        return None
-    is_list = lambda t: pt.is_list(t) or pt.is_large_list(t)  # noqa: E731
-    if any(_has_type(t, is_list) for t in types) and _null_in_array(data):
-        return None
-    return table
-
-
 def _records_table(records: list[dict[str, Any]]):
     """Arrow table for records whose keys/types agree (union of keys), else None."""
     import pyarrow as pa
@@ -264,110 +194,15 @@ def _records_table(records: list[dict[str, Any]]):
     return pa.Table.from_struct_array(arr)
 
 
-def _cut(text: str, n: int = RAW_MAX) -> str:
-    return text if len(text) <= n else text[:n] + "…"
-
-
-@dataclass
-class _JsonlBatch(Batch):
-    """A JSONL batch read through Arrow whose ``records()`` are the lines exactly as written: an Arrow table gives
-    keys a record lacks as null, and the records must not depend on which other lines shared its batch."""
-
-    _raw: list[bytes] | None = None
-
-    def records(self) -> list[dict[str, Any]]:
-        if self._records is None and self._raw is not None:
-            try:
-                self._records = [json.loads(raw) for raw in self._raw]
-            except ValueError:  # a line pyarrow took and json.loads does not: the table's reading stands
-                self._records = None
-            self._raw = None
-        return super().records()
-
-
-def parse_jsonl_chunk(chunk: list[tuple[int, bytes]], encoding: str | None = None) -> Batch:
-    """Parse (line number, raw line) pairs: one table when they agree, else records plus per-line RowErrors."""
-    numbers = [n for n, _ in chunk]
-    contiguous = numbers[-1] - numbers[0] + 1 == len(numbers)
-    if _is_utf8(encoding):
-        table = _fast_jsonl_table([raw for _, raw in chunk])
-        if table is not None:
-            return _JsonlBatch(
-                start=numbers[0],
-                table=table,
-                rows=None if contiguous else numbers,
-                _raw=[raw for _, raw in chunk],
-            )
-    records: list[dict[str, Any]] = []
-    rows: list[int] = []
-    good: list[bytes] = []
-    errors: list[RowError] = []
-    for n, raw in chunk:
-        try:
-            text = raw.decode(encoding or "utf-8")
-        except (UnicodeDecodeError, LookupError) as exc:
-            shown = raw.decode("utf-8", errors="replace")
-            errors.append(
-                RowError(
-                    n,
-                    "invalid_json",
-                    f"not valid {encoding or 'UTF-8'} text ({exc}); {_ENCODING_HINT}",
-                    _cut(shown),
-                )
-            )
-            continue
-        try:
-            obj = json.loads(text.rstrip("\r\n"))
-        except json.JSONDecodeError as exc:
-            errors.append(
-                RowError(
-                    n,
-                    "invalid_json",
-                    f"invalid JSON: {exc.msg} at column {exc.colno}",
-                    _cut(text.rstrip("\r\n")),
-                )
-            )
-            continue
-        except ValueError as exc:  # e.g. integers too long to convert
-            errors.append(RowError(n, "invalid_json", f"invalid JSON: {exc}", _cut(text.rstrip("\r\n"))))
-            continue
-        if not isinstance(obj, dict):
-            errors.append(
-                RowError(
-                    n,
-                    "invalid_json",
-                    f"a JSON {type(obj).__name__}, not an object",
-                    _cut(text.rstrip("\r\n")),
-                )
-            )
-            continue
-        records.append(obj)
-        rows.append(n)
-        good.append(text.encode("utf-8"))
-    table = _fast_jsonl_table(good) if good and errors else None
-    if table is not None:
-        return Batch(start=numbers[0], table=table, _records=records, rows=rows, errors=errors)
-    return Batch(start=numbers[0], _records=records, rows=rows, errors=errors)
-
-
 class JsonlSource(Source):
+    """JSONL / NDJSON: read in byte blocks parsed whole by pyarrow.json (see ``jsonl.py``)."""
+
     def _open(self) -> BinaryIO:
         return open_decompressed(self.files[0], self.compression)
 
     def _iter(self, batch_rows: int) -> Iterator[Batch]:
         with self._open() as fh:
-            chunk: list[tuple[int, bytes]] = []
-            for lineno, raw in enumerate(fh, start=1):
-                if lineno == 1:
-                    raw = raw.removeprefix(UTF8_BOM)
-                if not raw.strip():
-                    continue
-                chunk.append((lineno, raw))
-                if len(chunk) >= batch_rows:
-                    yield parse_jsonl_chunk(chunk, self.encoding)
-                    chunk = []
-            if chunk:
-                yield parse_jsonl_chunk(chunk, self.encoding)
+            yield from iter_jsonl(fh, batch_rows, self.encoding)
 
     def _count_rows(self) -> tuple[int | None, bool]:
         """Non-blank lines (each is a record or a RowError): exact for small files, else estimated."""
@@ -376,7 +211,7 @@ class JsonlSource(Source):
         try:
             with self._open() as fh:
                 if size <= limit:
-                    return sum(1 for line in fh if line.strip()), True
+                    return count_jsonl(fh), True
                 head = fh.read(1 << 20)
         except (EOFError, OSError) as exc:
             raise UnreadableInput(
@@ -700,11 +535,10 @@ class ChainSource(Source):
             for b in part._guarded(part._iter(batch_rows)):
                 numbers = b.row_numbers()
                 last = max([last, *numbers[-1:], *(e.row for e in b.errors)])
-                if offset:
-                    b = Batch(
+                if offset:  # replace() keeps the batch's class: JSONL records stay the lines as written
+                    b = dataclasses.replace(
+                        b,
                         start=b.start + offset,
-                        table=b.table,
-                        _records=b._records,
                         rows=None if b.rows is None else [r + offset for r in b.rows],
                         errors=[RowError(e.row + offset, e.code, e.message, e.raw) for e in b.errors],
                     )
