@@ -1,11 +1,11 @@
 """User-facing errors. The CLI catches ``DataprepError`` only; anything else is a bug and propagates.
 
-    DataprepError            shown to the user as ``error[code]: message`` + ``hint:``; carries a Finding
-    +-- UsageError           bad flags or values (exit 2)
-    +-- UnreadableInput      the input cannot be read at all (exit 2, ``unreadable_input``)
-    +-- ModelNotFound        the model is neither a folder nor in the local HF cache (exit 2)
-    +-- MissingDependency    an optional extra is not installed (exit 2)
-    +-- FindingError         a library call stopped on an error-level finding (exit 1), e.g. packed input
+DataprepError            shown to the user as ``error[code]: message`` + ``hint:``; carries a Finding
++-- UsageError           bad flags or values (exit 2)
++-- UnreadableInput      the input cannot be read at all (exit 2, ``unreadable_input``)
++-- ModelNotFound        the model is neither a folder nor in the local HF cache (exit 2)
++-- MissingDependency    an optional extra is not installed (exit 2)
++-- FindingError         a library call stopped on an error-level finding (exit 1), e.g. packed input
 """
 
 from __future__ import annotations

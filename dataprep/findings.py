@@ -40,7 +40,12 @@ CATALOGUE: Mapping[str, CodeSpec] = {
     s.code: s
     for s in (
         # -- input -----------------------------------------------------------------------------------
-        _spec("packed_parquet_used_with_automodel", "error", "packed (pre-tokenized, concatenated) data", _PACKED_HINT),
+        _spec(
+            "packed_parquet_used_with_automodel",
+            "error",
+            "packed (pre-tokenized, concatenated) data",
+            _PACKED_HINT,
+        ),
         _spec(
             "pretokenized_input",
             "error",
@@ -105,7 +110,9 @@ CATALOGUE: Mapping[str, CodeSpec] = {
         _spec("usage_error", "error", "the command line is not valid", "see --help for the command"),
         # -- rows (each goes to the rejects file with its row number) -----------------------------------
         _spec("invalid_json", "error", "the line is not valid JSON", "fix or remove the line"),
-        _spec("missing_field", "error", "a required field is missing", "map the column with --map target=source"),
+        _spec(
+            "missing_field", "error", "a required field is missing", "map the column with --map target=source"
+        ),
         _spec("empty_content", "error", "a message has empty content", "drop the row or fill the message"),
         _spec(
             "unknown_role",
@@ -137,7 +144,9 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "images or audio in a text-only dataset",
             "pass --text-only to keep the text parts, or use a vision-language recipe",
         ),
-        _spec("duplicate_row", "warning", "an exact duplicate of an earlier row", "drop duplicates with --dedup"),
+        _spec(
+            "duplicate_row", "warning", "an exact duplicate of an earlier row", "drop duplicates with --dedup"
+        ),
         # -- chat template ---------------------------------------------------------------------------
         _spec(
             "chat_template_missing",

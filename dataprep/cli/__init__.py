@@ -61,7 +61,9 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(__version__, prog_name="dataprep")
 def main() -> None:
     """Dataset preparation and preflight checks for NeMo AutoModel fine-tuning (SFT and LoRA).

@@ -81,7 +81,9 @@ def usage_exit(f: Finding, *, as_json: bool = False) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
-def run(body: Callable[[], Outcome], *, as_json: bool = False, quiet: bool = False, strict: bool = False) -> NoReturn:
+def run(
+    body: Callable[[], Outcome], *, as_json: bool = False, quiet: bool = False, strict: bool = False
+) -> NoReturn:
     """Run a command body, print its outcome, and exit with the policy's code."""
     try:
         outcome = body()
