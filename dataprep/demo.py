@@ -1,7 +1,8 @@
 """``make demo``: the main job (preflight) on the bundled fixtures, no arguments, no download.
 
-A CSV of alpaca records, the fixture tokenizer (ChatML with generation tags) and its small config.json go
-through inspect -> normalize -> validate -> check-template -> stats -> plan; the outputs land in demo-out/.
+400 alpaca records as CSV (two without an answer) and a fixture model (the tiny test tokenizer with
+Llama-3.2-1B's architecture numbers, see fixtures/make_demo.py) go through inspect -> normalize -> validate ->
+check-template -> stats -> plan for LoRA on one 24 GiB GPU; the outputs land in demo-out/preflight/.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ def _run(*args: str) -> int:
 
 
 def main() -> int:
-    dataset = "fixtures/records/alpaca.csv"
-    model = "fixtures/models/chatml-gen"
+    dataset = "fixtures/demo/alpaca.csv"
+    model = "fixtures/demo/llama-3.2-1b-chatml"
     _run("inspect", dataset)
     rc = _run(
         "preflight",
