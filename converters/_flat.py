@@ -148,8 +148,11 @@ class FlatConverter(Converter):
                     return False
         return True
 
-    def _frame(self, batch: Batch, spec: FlatSpec):
-        """A polars frame: row, code, message (null when fine) and the messages list column."""
+    def _frame(self, batch: Batch, spec: FlatSpec, *, lazy: bool = False):
+        """A polars frame: row, code, message (null when fine), system, user and answer texts.
+
+        ``lazy``: the LazyFrame, so that a caller selecting from it runs one query (one pass over the batch).
+        """
         import polars as pl
 
         table = batch.table
@@ -158,7 +161,12 @@ class FlatConverter(Converter):
         df = pl.from_arrow(table.select(used)) if used else pl.DataFrame()
         if not isinstance(df, pl.DataFrame):
             df = df.to_frame()
-        df = df.with_columns(pl.Series("__row", batch.row_numbers(), dtype=pl.Int64))
+        if batch.rows is None:  # contiguous rows: no Python list of row numbers
+            start = batch.start
+            rows = pl.int_range(start, start + len(batch), dtype=pl.Int64, eager=True).alias("__row")
+        else:
+            rows = pl.Series("__row", batch.rows, dtype=pl.Int64)
+        df = df.with_columns(rows) if df.width else rows.to_frame()
 
         def col(c: str) -> pl.Expr:
             if c not in names:
@@ -197,7 +205,7 @@ class FlatConverter(Converter):
             system = pl.when(s.is_not_null() & ~blank(s)).then(s)
         if sys_text:
             system = system.fill_null(pl.lit(sys_text))
-        return df.select(
+        lf = df.lazy().select(
             pl.col("__row"),
             code.alias("__code"),
             msg.alias("__msg"),
@@ -205,6 +213,7 @@ class FlatConverter(Converter):
             user.alias("__user"),
             col(spec.assistant).alias("__answer"),
         )
+        return lf if lazy else lf.collect()
 
     @staticmethod
     def _messages(df):
@@ -293,9 +302,15 @@ class FlatConverter(Converter):
             return None
         import polars as pl
 
-        df = self._frame(batch, spec)
+        # One query: the lines of the rejected rows are built too (and dropped), instead of a pass per filter.
+        df = (
+            self._frame(batch, spec, lazy=True)
+            .select("__row", "__code", "__msg", self._line(None).alias("line"))
+            .collect()
+        )
+        if df["__code"].null_count() == df.height:  # no reject: no filtering
+            return df["__row"].to_list(), df["line"], []
         ok = df.filter(pl.col("__code").is_null())
-        ok = ok.select(pl.col("__row"), self._line(ok).alias("line"))
         rejects = self._rejects(batch, df.filter(pl.col("__code").is_not_null()))
         return ok["__row"].to_list(), ok["line"], rejects
 

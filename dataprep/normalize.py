@@ -121,6 +121,30 @@ def _parse_pairs(pairs: Mapping[str, str] | None) -> dict[str, str]:
     return dict(pairs or {})
 
 
+@dataclass
+class _RenamedBatch(Batch):
+    """A batch whose table has its columns renamed by ``--map``; ``records()`` are the original batch's records
+    (for JSONL: the lines exactly as written, not the table's rows with nulls for keys a line lacks) with their
+    keys renamed the same way, made only when asked for."""
+
+    _original: Batch | None = None
+    _mapping: Mapping[str, str] = field(default_factory=dict)
+
+    def records(self) -> list[dict[str, Any]]:
+        if self._records is None and self._original is not None:
+            self._records = _rename_records(self._original.records(), self._mapping)
+            self._original = None
+        return super().records()
+
+
+def _rename_records(records: list[dict[str, Any]], mapping: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Each record with its ``--map`` keys renamed (target=source) and the keys named as a target dropped, as
+    the table's columns are."""
+    inverse = {src: tgt for tgt, src in mapping.items()}
+    targets = set(mapping)
+    return [{inverse.get(k, k): v for k, v in r.items() if k in inverse or k not in targets} for r in records]
+
+
 def _rename_batch(batch: Batch, mapping: Mapping[str, str]) -> Batch:
     """Apply ``--map target=source``: the source column takes the target name (replacing any target)."""
     if not mapping:
@@ -131,12 +155,20 @@ def _rename_batch(batch: Batch, mapping: Mapping[str, str]) -> Batch:
         t = batch.table
         keep = [n for n in t.column_names if n in inverse or n not in targets]
         t = t.select(keep).rename_columns([inverse.get(n, n) for n in keep])
-        return Batch(start=batch.start, table=t, rows=batch.rows, errors=batch.errors)
-    recs = [
-        {inverse.get(k, k): v for k, v in r.items() if k in inverse or k not in targets}
-        for r in batch.records()
-    ]
-    return Batch(start=batch.start, _records=recs, rows=batch.rows, errors=batch.errors)
+        return _RenamedBatch(
+            start=batch.start,
+            table=t,
+            rows=batch.rows,
+            errors=batch.errors,
+            _original=batch,
+            _mapping=dict(mapping),
+        )
+    return Batch(
+        start=batch.start,
+        _records=_rename_records(batch.records(), mapping),
+        rows=batch.rows,
+        errors=batch.errors,
+    )
 
 
 def _renamed_columns(columns: list[str], mapping: Mapping[str, str]) -> list[str]:
@@ -383,13 +415,37 @@ def _reject_line(r: Reject) -> str:
 class _Writer:
     """Writes output and rejects lines, deduplicates, and keeps the counts."""
 
-    def __init__(self, out: IO[str], rejects: IO[str], dedup: bool):
+    def __init__(self, out: IO[str], rejects: IO[str], dedup: bool, *, background: bool = False):
+        """``background``: a block's bytes are written by a thread while the next batch is read and converted
+        (the write copies into the page cache with the GIL released); the caller must call ``finish()`` before
+        ``out`` is closed."""
         self.out, self.rejects, self.dedup = out, rejects, dedup
         self.written = self.rejected = self.duplicates = 0
         self.by_code: dict[str, int] = {}
         self.first_rows: dict[str, list[int]] = {}
         self.first_message: dict[str, str] = {}
         self.seen: set[bytes] = set()
+        self._pool: Any = None
+        self._pending: Any = None  # the Future of the block being written
+        if background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataprep-write")
+
+    def _wait(self) -> None:
+        """Let the block being written in the background finish (output order; its error surfaces here)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def finish(self) -> None:
+        """Wait for the last background write and stop the thread (call it before ``out`` is closed)."""
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def block(self, block: _Block) -> None:
         if self.dedup:
@@ -398,9 +454,14 @@ class _Writer:
             return
         if not len(block.lines):
             return
-        # polars output is valid UTF-8: write the bytes straight under the text layer
+        data = block.utf8()  # a view that keeps its Arrow buffer alive until written
+        self._wait()
+        # polars output is valid UTF-8: write the bytes straight under the text layer, one write per batch
         self.out.flush()
-        self.out.buffer.write(block.utf8())
+        if self._pool is None:
+            self.out.buffer.write(data)
+        else:
+            self._pending = self._pool.submit(self.out.buffer.write, data)
         self.written += len(block.lines)
 
     def line(self, row: int, line: str) -> None:
@@ -415,6 +476,7 @@ class _Writer:
                 self.duplicates += 1
                 return
             self.seen.add(h)
+        self._wait()
         self.out.write(line + "\n")
         self.written += 1
 
@@ -473,17 +535,20 @@ def normalize(
     total = getattr(plan.source, "num_rows", None) if progress is not None else None  # may count rows
     shown = 0
     with atomic_write(out) as fo, atomic_write(rejects_path) as fr:
-        w = _Writer(fo, fr, dedup)
-        for item in _lines(plan, counter):
-            if progress is not None and counter[0] != shown:
-                shown = counter[0]
-                progress(shown, total)
-            if isinstance(item, _Block):
-                w.block(item)
-            elif isinstance(item, Reject):
-                w.reject(item)
-            else:
-                w.line(*item)
+        w = _Writer(fo, fr, dedup, background=True)
+        try:
+            for item in _lines(plan, counter):
+                if progress is not None and counter[0] != shown:
+                    shown = counter[0]
+                    progress(shown, total)
+                if isinstance(item, _Block):
+                    w.block(item)
+                elif isinstance(item, Reject):
+                    w.reject(item)
+                else:
+                    w.line(*item)
+        finally:
+            w.finish()
     whole = plan.converter.whole_input
     return NormalizeResult(
         input=str(inp),

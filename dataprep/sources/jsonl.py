@@ -403,9 +403,11 @@ def _batch(segments: list[_Segment], encoding: str | None) -> Batch:
         table = None  # tables without columns ({} records) lose their row count when joined
     if table is None:  # the reference behaviour
         return parse_jsonl_chunk([pair for seg in segments for pair in seg.chunk()], encoding)
-    first = segments[0]
-    if len(segments) == 1 and first.lines.keep is None:
-        start, rows = first.lines.first + first.lo, None
+    spans = [(seg.lines.first + seg.lo, seg.lines.first + seg.hi) for seg in segments]
+    if all(seg.lines.keep is None for seg in segments) and all(
+        a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)
+    ):  # no blank line: consecutive line numbers, no list of them
+        start, rows = spans[0][0], None
     else:
         numbers = [n for seg in segments for n in seg.lines.numbers(seg.lo, seg.hi)]
         contiguous = numbers[-1] - numbers[0] + 1 == len(numbers)

@@ -36,7 +36,16 @@ from .jsonl import count_jsonl, iter_jsonl
 from .jsonl import cut_raw as _cut
 from .jsonl import is_utf8 as _is_utf8
 from .jsonl import parse_jsonl_chunk as parse_jsonl_chunk
-from .sniff import UTF8_BOM, Sniffed, format_from_name, open_decompressed, sniff_file
+from .sniff import (
+    HEAD_BYTES,
+    UTF8_BOM,
+    Sniffed,
+    encoding_problem,
+    format_from_name,
+    open_decompressed,
+    read_head,
+    sniff_file,
+)
 
 EXACT_COUNT_MAX_BYTES = 64 * 1024 * 1024  # text files up to this size are counted exactly by streaming
 JSON_WHOLE_MAX_BYTES = 1024 * 1024 * 1024  # a JSON array is parsed whole (the stdlib has no streaming parser)
@@ -149,33 +158,60 @@ class Source:
         raise NotImplementedError
 
     def _guarded(self, it: Iterator[Batch]) -> Iterator[Batch]:
-        """Turn the errors a broken file raises mid-stream into UnreadableInput naming it."""
+        """Turn the errors a broken file raises mid-stream into UnreadableInput naming it.
+
+        The UnreadableInput is raised outside the ``except`` clause: chained to the original error, it would keep
+        that error's traceback, and with it pyarrow's reader and its Python transcoder callback, alive until the
+        interpreter shuts down.
+        """
         try:
             yield from it
+            return
         except UnreadableInput:
             raise
-        except UnicodeDecodeError as exc:
-            raise UnreadableInput(
-                self.path, f"not valid {self.encoding or 'UTF-8'} text ({exc.reason})", hint=_ENCODING_HINT
-            ) from None
-        except (EOFError, OSError) as exc:
-            what = f"{self.compression} data" if self.compression != "none" else "file"
-            raise UnreadableInput(
-                self.path, f"corrupt or truncated {what} ({exc})", hint="re-create or re-download the file"
-            ) from None
-        except Exception as exc:
-            import pyarrow as pa
+        except Exception as exc:  # noqa: BLE001 - every known kind is translated below, the rest re-raised
+            err = self._unreadable(exc)
+            if err is None:
+                raise
+        raise err
 
-            if isinstance(exc, pa.ArrowException) or type(exc).__module__.startswith("zstandard"):
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                hint = _ENCODING_HINT if "utf8" in msg.lower() or "utf-8" in msg.lower() else None
-                line = None
-                if hint:
-                    where = re.search(r"Row #(\d+)", msg)  # pyarrow counts the header as row 1
-                    line = int(where.group(1)) if where else None
-                    msg = "not valid UTF-8 text"
-                raise UnreadableInput(self.path, msg, hint=hint, line=line) from None
-            raise
+    def _unreadable(self, exc: BaseException) -> UnreadableInput | None:
+        """The UnreadableInput for an error raised while reading, or None when it is not the input's fault."""
+        if isinstance(exc, UnicodeError):  # UnicodeDecodeError, and the UTF-16/32 decoders' BOM errors
+            reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
+            return UnreadableInput(
+                self.path, f"not valid {self.encoding or 'UTF-8'} text ({reason})", hint=_ENCODING_HINT
+            )
+        if isinstance(exc, (EOFError, OSError)):
+            what = f"{self.compression} data" if self.compression != "none" else "file"
+            return UnreadableInput(
+                self.path, f"corrupt or truncated {what} ({exc})", hint="re-create or re-download the file"
+            )
+        import pyarrow as pa
+
+        if isinstance(exc, pa.ArrowException) or type(exc).__module__.startswith("zstandard"):
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            hint = _ENCODING_HINT if "utf8" in msg.lower() or "utf-8" in msg.lower() else None
+            line = None
+            if hint:
+                where = re.search(r"Row #(\d+)", msg)  # pyarrow counts the header as row 1
+                line = int(where.group(1)) if where else None
+                msg = "not valid UTF-8 text"
+            return UnreadableInput(self.path, msg, hint=hint, line=line)
+        return None
+
+    _rows_fail_alone = False  # JSONL: a line that does not decode is that row's RowError, not the file's
+
+    def _check_encoding(self) -> None:
+        """Refuse a text file whose head is not text in the ``--encoding`` given (see ``encoding_problem``)."""
+        if _is_utf8(self.encoding) or getattr(self, "_encoding_checked", False):
+            return
+        for f in self.files:
+            head = read_head(f, self.compression)
+            problem = encoding_problem(head, self.encoding, complete=len(head) < HEAD_BYTES)
+            if problem is not None and (problem.whole_file or not self._rows_fail_alone):
+                raise UnreadableInput(f, problem.message, hint=problem.hint, line=problem.line)
+        self._encoding_checked = True
 
 
 # -- JSONL ----------------------------------------------------------------------------------------------------
@@ -197,10 +233,13 @@ def _records_table(records: list[dict[str, Any]]):
 class JsonlSource(Source):
     """JSONL / NDJSON: read in byte blocks parsed whole by pyarrow.json (see ``jsonl.py``)."""
 
+    _rows_fail_alone = True
+
     def _open(self) -> BinaryIO:
         return open_decompressed(self.files[0], self.compression)
 
     def _iter(self, batch_rows: int) -> Iterator[Batch]:
+        self._check_encoding()
         with self._open() as fh:
             yield from iter_jsonl(fh, batch_rows, self.encoding)
 
@@ -267,6 +306,7 @@ class CsvSource(Source):
     def _iter(self, batch_rows: int) -> Iterator[Batch]:
         import pyarrow as pa
 
+        self._check_encoding()
         bad: list = []
         try:
             with self._open() as fh:
@@ -333,14 +373,16 @@ class JsonSource(Source):
                 f"a JSON document over {JSON_WHOLE_MAX_BYTES >> 20} MB is too large to parse whole",
                 hint="convert it to JSONL first: jq -c '.[]' IN > OUT.jsonl",
             )
+        self._check_encoding()
         # The stdlib parses a document whole; below the limit above that is the simple, bounded choice.
         with open_decompressed(path, self.compression) as fh:
             data = fh.read()
         try:
             text = data.removeprefix(UTF8_BOM).decode(self.encoding or "utf-8")
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:
+            reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
             raise UnreadableInput(
-                self.path, f"not valid {self.encoding or 'UTF-8'} text ({exc.reason})", hint=_ENCODING_HINT
+                self.path, f"not valid {self.encoding or 'UTF-8'} text ({reason})", hint=_ENCODING_HINT
             ) from None
         try:
             doc = json.loads(text)
@@ -405,6 +447,60 @@ class JsonSource(Source):
                 yield Batch(start=start + 1, _records=records, rows=rows, errors=errors)
 
 
+# -- several files of one dataset: one schema -------------------------------------------------------------------
+TEXT_SHARDS_FOR_COLUMNS = 16  # text shards whose heads make a chain's columns (each costs a block read)
+
+
+def unify_shard_schemas(path: str | Path, schemas: list[tuple[Path, Any]], *, same_columns: bool = False):
+    """The union of the shards' schemas (columns in order of first appearance; types promoted as pyarrow's
+    ``permissive`` option does: int32 + int64 -> int64, null + string -> string). Shards whose types for one column
+    cannot be reconciled (int vs string, say) are UnreadableInput naming both files and the column.
+
+    ``same_columns`` (Parquet and Arrow shards, which carry their schema whole): a shard with a column another
+    lacks is refused too, naming both files and the column; their order may differ.
+    """
+    import pyarrow as pa
+
+    schemas = [(f, s) for f, s in schemas if s is not None]
+    if not schemas:
+        return None
+    if same_columns:
+        first, names = schemas[0][0], set(schemas[0][1].names)
+        for f, schema in schemas[1:]:
+            other = set(schema.names)
+            if other != names:
+                extra = sorted(other - names)
+                what = f"has column {extra[0]!r}" if extra else f"lacks column {sorted(names - other)[0]!r}"
+                raise UnreadableInput(
+                    f,
+                    f"its columns differ from the first shard's ({first}): it {what}",
+                    hint="shards of one dataset share one schema: point at one file or fix the shards",
+                )
+    try:
+        return pa.unify_schemas([s for _, s in schemas], promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    seen: dict[str, tuple[Path, Any]] = {}  # column -> (first file, its type so far)
+    for f, schema in schemas:
+        for field in schema:
+            if field.name not in seen:
+                seen[field.name] = (f, field.type)
+                continue
+            first, t = seen[field.name]
+            try:
+                merged = pa.unify_schemas(
+                    [pa.schema([pa.field(field.name, t)]), pa.schema([field])], promote_options="permissive"
+                )
+            except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise UnreadableInput(
+                    path,
+                    f"its shards disagree on column {field.name!r}: {t} in {first}, {field.type} in {f}",
+                    hint="shards of one dataset share one schema: fix the shards, or point at one file",
+                ) from None
+            seen[field.name] = (first, merged.field(0).type)
+    raise UnreadableInput(path, "its shards' schemas do not unify", hint="point at one file")
+
+
 # -- Parquet --------------------------------------------------------------------------------------------------
 class ParquetSource(Source):
     def _file(self, path: Path):
@@ -420,9 +516,13 @@ class ParquetSource(Source):
                 hint="re-create or re-download the file",
             ) from None
 
-    @property
+    @cached_property
     def schema(self):
-        return self._file(self.files[0]).schema_arrow
+        """The shards' one schema (types promoted, column order of the first); shards that disagree are refused."""
+        if len(self.files) == 1:
+            return self._file(self.files[0]).schema_arrow
+        schemas = [(f, self._file(f).schema_arrow) for f in self.files]
+        return unify_shard_schemas(self.path, schemas, same_columns=True)
 
     def _count_rows(self) -> tuple[int | None, bool]:
         return sum(self._file(f).metadata.num_rows for f in self.files), True
@@ -430,18 +530,10 @@ class ParquetSource(Source):
     def _iter(self, batch_rows: int) -> Iterator[Batch]:
         import pyarrow as pa
 
+        _ = self.schema  # shards whose columns cannot be reconciled are refused before any row is read
         start = 1
-        names = None
         for path in self.files:
             pf = self._file(path)
-            these = pf.schema_arrow.names
-            if names is not None and these != names:
-                raise UnreadableInput(
-                    path,
-                    f"its columns ({', '.join(these)}) differ from the first shard's ({', '.join(names)})",
-                    hint="shards of one dataset share one schema: point at one file or fix the shards",
-                )
-            names = these
             for rb in pf.iter_batches(batch_size=batch_rows):
                 if rb.num_rows:
                     yield Batch(start=start, table=pa.Table.from_batches([rb]))
@@ -473,9 +565,13 @@ def _ipc_schema(path: Path):
 
 
 class ArrowSource(Source):
-    @property
+    @cached_property
     def schema(self):
-        return self._safe(lambda: _ipc_schema(self.files[0]), self.files[0])
+        """The files' one schema (types promoted, column order of the first); files that disagree are refused."""
+        schemas = [(f, self._safe(lambda f=f: _ipc_schema(f), f)) for f in self.files]
+        return (
+            schemas[0][1] if len(schemas) == 1 else unify_shard_schemas(self.path, schemas, same_columns=True)
+        )
 
     def _safe(self, fn: Callable, path: Path):
         import pyarrow as pa
@@ -496,9 +592,9 @@ class ArrowSource(Source):
         ), True
 
     def _iter(self, batch_rows: int) -> Iterator[Batch]:
+        _ = self.schema  # every file readable, and their columns reconcilable, before any row is read
         start = 1
         for path in self.files:
-            self._safe(lambda p=path: _ipc_schema(p), path)
             for table in _rebatch(_ipc_batches(path), batch_rows):
                 yield Batch(start=start, table=table)
                 start += table.num_rows
@@ -521,6 +617,27 @@ class ChainSource(Source):
             batch_rows=first.batch_rows,
         )
         self.parts = parts
+
+    @cached_property
+    def schema(self):
+        """The union of the first ``TEXT_SHARDS_FOR_COLUMNS`` files' head schemas; None when their types
+        disagree (text rows are records: a column's type may change from file to file, as from line to line)."""
+        try:
+            return unify_shard_schemas(
+                self.path, [(p.files[0], p.schema) for p in self.parts[:TEXT_SHARDS_FOR_COLUMNS]]
+            )
+        except UnreadableInput:
+            return None
+
+    @property
+    def columns(self) -> list[str]:
+        schema = self.schema
+        if schema is not None:
+            return list(schema.names)
+        seen: dict[str, None] = {}
+        for p in self.parts[:TEXT_SHARDS_FOR_COLUMNS]:
+            seen.update(dict.fromkeys(p.columns))
+        return list(seen)
 
     def _count_rows(self) -> tuple[int | None, bool]:
         counts = [p._count for p in self.parts]

@@ -125,9 +125,11 @@ def inspect_input(path: str, *, encoding: str | None = None, sample_rows: int = 
         if batch.errors:
             e = batch.errors[0]
             hint = "fix or remove the line; `dataprep normalize` sends unparseable lines to the rejects file"
-            if "--encoding" in e.message:
-                hint = "pass --encoding latin-1 (or the file's real encoding)"
-            raise UnreadableInput(src.path, e.message, hint=hint, line=e.row)
+            message = e.message
+            if "--encoding" in e.message:  # the rejects' message carries the hint: say it once, as the hint
+                message, _, hint = e.message.partition("; pass ")
+                hint = "pass " + hint if hint else "pass --encoding latin-1 (or the file's real encoding)"
+            raise UnreadableInput(src.path, message, hint=hint, line=e.row)
         if rows < DETECT_ROWS:
             head.append(batch)
         rows += len(batch)

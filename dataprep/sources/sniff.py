@@ -7,6 +7,7 @@ UTF-8 BOM is still CSV, a ``.gz`` is whatever its decompressed bytes say.
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import io
 import json
@@ -148,6 +149,66 @@ def read_head(path: str | Path, compression: str, n: int = HEAD_BYTES) -> bytes:
                 path, f"corrupt or truncated zstd data ({exc})", hint="re-create or re-download the file"
             ) from None
         raise
+
+
+def _wide(encoding: str) -> bool:
+    """UTF-16 / UTF-32 (any byte order): text whose line breaks are not the byte 0x0A alone."""
+    return codecs.lookup(encoding).name.replace("_", "-").startswith(("utf-16", "utf-32"))
+
+
+def _decodes_as_utf8(head: bytes, complete: bool) -> bool:
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head.removeprefix(UTF8_BOM), final=complete)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class EncodingProblem:
+    """Why a file's head is not text in the encoding given (``message``), what to do (``hint``), and the
+    1-based line of the first bad byte where that means something (``line``)."""
+
+    message: str
+    hint: str
+    line: int | None = None
+    whole_file: bool = True  # False: a byte that does not decode, in text that is otherwise fine so far
+
+
+UTF8_HINT = "drop --encoding: UTF-8 is the default"
+
+
+def encoding_problem(head: bytes, encoding: str, *, complete: bool) -> EncodingProblem | None:
+    """Check a (decompressed) file head against a non-UTF-8 ``--encoding`` before any reader decodes it.
+
+    Readers split lines on the byte 0x0A and pyarrow's transcoder raises from a Python callback, so a wrong
+    encoding must be caught here: a head that does not decode, or whose line breaks vanish when decoded (UTF-8
+    bytes read as UTF-16 become one line of CJK characters), is not text in that encoding. Files that really are
+    UTF-16/32 never get this far: the sniffer refuses them (their BOM, or their NUL bytes). None when it reads.
+    """
+    from .jsonl import ENCODING_HINT, is_utf8
+
+    if is_utf8(encoding):
+        return None
+    line = None
+    try:
+        text = codecs.getincrementaldecoder(encoding)("strict").decode(head, final=complete)
+    except UnicodeDecodeError as exc:
+        reason = exc.reason
+        if not _wide(encoding):
+            line = head.count(b"\n", 0, exc.start) + 1
+            reason = f"byte 0x{head[exc.start]:02x}: {exc.reason}"
+    except UnicodeError as exc:  # e.g. "UTF-16 stream does not start with BOM" (not a UnicodeDecodeError)
+        reason = str(exc)
+    else:
+        if b"\n" not in head or "\n" in text:
+            return None
+        reason = "its line breaks do not survive the decoding"
+    if _decodes_as_utf8(head, complete):
+        return EncodingProblem(f"not valid {encoding} text ({reason}); it reads as UTF-8", UTF8_HINT, line)
+    return EncodingProblem(
+        f"not valid {encoding} text ({reason})", ENCODING_HINT, line, whole_file=line is None
+    )
 
 
 def looks_binary(head: bytes) -> bool:
