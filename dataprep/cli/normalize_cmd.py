@@ -10,6 +10,7 @@ import click
 
 from ..errors import UsageError
 from ._common import Outcome, output_options, run
+from ._engine import dispatch_normalize, engine_options
 
 
 @contextlib.contextmanager
@@ -54,7 +55,7 @@ def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 
 @click.command("normalize")
 @click.argument("inp", metavar="IN", type=click.Path(dir_okay=True, allow_dash=True))
-@click.argument("out", metavar="OUT", type=click.Path(dir_okay=False))
+@click.argument("out", metavar="OUT", type=click.Path())
 @click.option("--format", "fmt", metavar="NAME", help="Force a record shape instead of detecting it.")
 @click.option("--map", "maps", multiple=True, metavar="TARGET=SOURCE", help="Read column SOURCE as TARGET.")
 @click.option(
@@ -70,6 +71,7 @@ def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 )
 @click.option("--force", is_flag=True, help="Replace OUT (and the rejects file) when they exist.")
 @click.option("--encoding", metavar="ENC", help="Text encoding of IN (default: UTF-8).")
+@engine_options(merge=True)
 @output_options
 def normalize_cmd(
     inp,
@@ -85,6 +87,9 @@ def normalize_cmd(
     rejects,
     force,
     encoding,
+    engine,
+    ray_address,
+    merge,
     as_json,
     quiet,
     strict,
@@ -106,10 +111,11 @@ def normalize_cmd(
     """
 
     def body() -> Outcome:
-        from ..normalize import normalize
-
         with _progress(enabled=not (quiet or as_json)) as progress:
-            result = normalize(
+            result = dispatch_normalize(
+                engine,
+                ray_address,
+                merge,
                 inp,
                 out,
                 fmt=fmt,

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ._common import Outcome, output_options, run
+from ._engine import dispatch_stats, engine_options
 
 _PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
 
@@ -86,6 +87,7 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option(
     "--allow-download", is_flag=True, help="Let the tokenizer be downloaded from the Hugging Face Hub."
 )
+@engine_options
 @output_options
 def stats_cmd(
     path: str,
@@ -106,6 +108,8 @@ def stats_cmd(
     text_only: bool,
     encoding: str | None,
     allow_download: bool,
+    engine: str,
+    ray_address: str | None,
     as_json: bool,
     quiet: bool,
     strict: bool,
@@ -132,8 +136,6 @@ def stats_cmd(
     def body() -> Outcome:
         from ..errors import FindingError, UsageError
         from ..findings import finding
-        from ..normalize import iter_conversations
-        from ..stats import compute_stats
         from ..tokenizer import load_tokenizer
 
         if per_row:
@@ -150,8 +152,7 @@ def stats_cmd(
                 "--mask-source generation_tags: the template has no {% generation %} tags",
                 hint="use --mask-source auto or prefix_diff",
             )
-        convs = iter_conversations(
-            path,
+        convert = dict(
             fmt=fmt,
             mapping=map_pairs or None,
             role_map=role_pairs or None,
@@ -161,9 +162,12 @@ def stats_cmd(
             encoding=encoding,
         )
         with _progress(quiet or as_json) as advance:
-            result = compute_stats(
-                convs,
+            result = dispatch_stats(
+                engine,
+                ray_address,
+                path,
                 loaded,
+                convert=convert,
                 seq_lengths=seq_lengths,
                 batch_sizes=batch_sizes,
                 sample=sample,

@@ -1,0 +1,104 @@
+"""``--engine local|ray`` and ``--ray-address`` for the commands that read whole datasets (normalize, stats).
+
+The commands stay thin: they add ``@engine_options`` and call ``dispatch_normalize`` / ``dispatch_stats``
+instead of the library function; the local engine is the default and needs nothing beyond the base install.
+Ray is imported only when ``--engine ray`` runs (``dataprep.engine_ray``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+
+ENGINES = ("local", "ray")
+
+
+def engine_options(f: Callable | None = None, *, merge: bool = False) -> Callable:
+    """--engine and --ray-address (and --merge with ``merge=True``); use as ``@engine_options`` or
+    ``@engine_options(merge=True)``."""
+
+    def decorate(fn: Callable) -> Callable:
+        if merge:
+            fn = click.option(
+                "--merge",
+                is_flag=True,
+                help="--engine ray: write OUT as one file (shards concatenated in input order), "
+                "not a folder of part-NNNNN.jsonl shards.",
+            )(fn)
+        fn = click.option(
+            "--ray-address",
+            metavar="auto|HOST:PORT",
+            help="--engine ray: the cluster to run on [default: $RAY_ADDRESS, else a local Ray].",
+        )(fn)
+        fn = click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            default="local",
+            show_default=True,
+            help="Run on this machine, or on Ray Data (needs pip install 'dataprep[ray]').",
+        )(fn)
+        return fn
+
+    return decorate(f) if f is not None else decorate
+
+
+def _check_local(engine: str, ray_address: str | None) -> None:
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r}", hint="valid engines: " + ", ".join(ENGINES))
+    if engine == "local" and ray_address:
+        raise UsageError("--ray-address needs --engine ray", hint="add --engine ray")
+
+
+def dispatch_normalize(
+    engine: str, ray_address: str | None, merge: bool, inp: str | Path, out: str | Path, **kwargs: Any
+) -> Any:
+    """``normalize(inp, out, **kwargs)`` on the chosen engine; returns a NormalizeResult.
+
+    The local engine always writes one file, so ``merge`` changes nothing there.
+    """
+    _check_local(engine, ray_address)
+    if engine == "local":
+        from ..normalize import normalize
+
+        return normalize(inp, out, **kwargs)
+    from ..engine_ray import normalize_ray
+
+    return normalize_ray(inp, out, ray_address=ray_address, merge=merge, **kwargs)
+
+
+def dispatch_stats(
+    engine: str,
+    ray_address: str | None,
+    path: str,
+    loaded: Any,
+    *,
+    convert: Mapping[str, Any],
+    workers: int = 1,
+    **stats_kwargs: Any,
+) -> Any:
+    """``compute_stats(iter_conversations(path, **convert), loaded, **stats_kwargs)`` on the chosen engine.
+
+    ``convert``: iter_conversations' options (fmt, mapping, role_map, system, take, text_only, encoding).
+    With Ray, ``workers`` > 1 fixes the number of measuring actors (default: one per cluster CPU).
+    """
+    _check_local(engine, ray_address)
+    if engine == "local":
+        from ..normalize import iter_conversations
+        from ..stats import compute_stats
+
+        return compute_stats(iter_conversations(path, **convert), loaded, workers=workers, **stats_kwargs)
+    from ..engine_ray import stats_ray
+
+    return stats_ray(
+        path,
+        loaded,
+        ray_address=ray_address,
+        actors=workers if workers > 1 else None,
+        **convert,
+        **stats_kwargs,
+    )
