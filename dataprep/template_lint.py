@@ -398,7 +398,7 @@ def _check_default_system(ctx: _Ctx, one: Rendered) -> None:
     cost = len(tok.encode(block, add_special_tokens=False))
     ctx.add(
         "default_system_prompt_injected",
-        f"every row without a system message gets {cost} tokens of text no message contains: {_short(block.strip())!r}",
+        f"every row without a system message gets {cost} tokens of text no message contains: '{_short(block.strip())}'",
         token_cost=cost,
         injected_text=block,
     )
@@ -451,7 +451,7 @@ def _check_prefix(ctx: _Ctx, msgs: list[dict], full: Rendered) -> bool:
             at = _common_prefix(part.text, full.text)
             problems.append(
                 f"rendering the first {i + 1} messages differs from the whole at char {at}: "
-                f"{_short(part.text[at:], 60)!r} vs {_short(full.text[at:], 60)!r}"
+                f"'{_short(part.text[at:], 60)}' vs '{_short(full.text[at:], 60)}'"
             )
             break
     for i, m in enumerate(msgs):
