@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import click
 
-from ..errors import UsageError
 from ._common import Outcome, output_options, run
 from ._engine import dispatch_normalize, engine_options
+from ._options import ConvertFlags, convert_options
 
 
 @contextlib.contextmanager
@@ -39,54 +39,26 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int | None], None] | Non
         yield update
 
 
-def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
-    """``("a=b", ...)`` -> ``{"a": "b"}``; anything else is a usage error naming the flag."""
-    out: dict[str, str] = {}
-    for v in values:
-        key, sep, val = v.partition("=")
-        if not sep or not key or not val:
-            raise UsageError(
-                f"{flag} {v!r}: expected NAME=VALUE",
-                hint=f"e.g. {flag} {'gpt=assistant' if flag == '--role-map' else 'instruction=question'}",
-            )
-        out[key] = val
-    return out
-
-
 @click.command("normalize")
 @click.argument("inp", metavar="IN", type=click.Path(dir_okay=True, allow_dash=True))
 @click.argument("out", metavar="OUT", type=click.Path())
-@click.option("--format", "fmt", metavar="NAME", help="Force a record shape instead of detecting it.")
-@click.option("--map", "maps", multiple=True, metavar="TARGET=SOURCE", help="Read column SOURCE as TARGET.")
-@click.option(
-    "--role-map", "role_maps", multiple=True, metavar="FROM=TO", help="Rename a role (gpt=assistant)."
-)
-@click.option("--system", metavar="TEXT", help="Add this system message to rows without one.")
-@click.option("--take", type=click.Choice(["chosen"]), help="Preference pairs: train on the chosen answers.")
-@click.option("--text-only", is_flag=True, help="Keep the text parts of messages with images or audio.")
+@convert_options
 @click.option("--dedup", is_flag=True, help="Drop exact duplicates of the normalized conversation.")
 @click.option("--all-paths", is_flag=True, help="OASST trees: every root-to-leaf path, not only the best.")
 @click.option(
     "--rejects", type=click.Path(dir_okay=False), help="Rejects file [default: OUT stem + .rejects.jsonl]."
 )
 @click.option("--force", is_flag=True, help="Replace OUT (and the rejects file) when they exist.")
-@click.option("--encoding", metavar="ENC", help="Text encoding of IN (default: UTF-8).")
 @engine_options(merge=True)
 @output_options
 def normalize_cmd(
     inp,
     out,
-    fmt,
-    maps,
-    role_maps,
-    system,
-    take,
-    text_only,
+    convert: ConvertFlags,
     dedup,
     all_paths,
     rejects,
     force,
-    encoding,
     engine,
     ray_address,
     merge,
@@ -118,17 +90,11 @@ def normalize_cmd(
                 merge,
                 inp,
                 out,
-                fmt=fmt,
-                mapping=parse_pairs(maps, "--map"),
-                role_map=parse_pairs(role_maps, "--role-map"),
-                system=system,
-                take=take,
-                text_only=text_only,
+                **convert.to_kwargs(),
                 dedup=dedup,
                 all_paths=all_paths,
                 rejects=rejects,
                 force=force,
-                encoding=encoding,
                 progress=progress,
             )
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ._common import Outcome, output_options, run
+from ._options import plan_options
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -31,13 +32,6 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
     type=click.Path(),
     help="Compute the statistics from this dataset (through MODEL's chat template).",
 )
-@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs (FSDP2 data-parallel size).")
-@click.option(
-    "--gpu-memory",
-    default="80GiB",
-    show_default=True,
-    help="Memory per GPU: 80GiB, 80G (binary), 80GB (decimal), 81920MiB.",
-)
 @click.option(
     "--method",
     type=click.Choice(["sft", "lora", "qlora"]),
@@ -45,49 +39,7 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
     show_default=True,
     help="Full fine-tuning, LoRA, or QLoRA (4-bit NF4 base).",
 )
-@click.option("--lora-rank", type=int, default=8, show_default=True, help="LoRA rank (peft.dim).")
-@click.option("--lora-alpha", type=int, default=32, show_default=True, help="LoRA alpha (peft.alpha).")
-@click.option(
-    "--lora-targets",
-    default="*_proj",
-    show_default=True,
-    help="A glob or a comma-separated list of module names.",
-)
-@click.option("--seq-length", type=int, help="Sequence length (default: the stats' recommended_seq_length).")
-@click.option(
-    "--global-batch-size",
-    type=int,
-    default=None,
-    help="Sequences per optimizer step, all GPUs (default: 32, or the nearest size the GPUs divide).",
-)
-@click.option(
-    "--activation-checkpointing",
-    "ac",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="auto: on only when one sequence does not fit without it.",
-)
-@click.option(
-    "--loss",
-    type=click.Choice(["masked_ce", "chunked_ce", "fused_linear_ce"]),
-    default="masked_ce",
-    show_default=True,
-    help="Loss function (its logits buffer differs).",
-)
-@click.option(
-    "--param-dtype",
-    type=click.Choice(["bf16", "fp32"]),
-    default="bf16",
-    show_default=True,
-    help="Dtype of the trained parameters and optimizer states.",
-)
-@click.option(
-    "--packing", is_flag=True, help="Pack sequences to seq_length (packed_sequence.packed_sequence_size)."
-)
-@click.option(
-    "--margin", type=float, default=0.1, show_default=True, help="Fraction of GPU memory kept free."
-)
+@plan_options()
 @click.option(
     "--overrides",
     "overrides_path",
@@ -112,7 +64,7 @@ def plan_cmd(
     lora_targets: str,
     seq_length: int | None,
     global_batch_size: int | None,
-    ac: str,
+    activation_checkpointing: str,
     loss: str,
     param_dtype: str,
     packing: bool,
@@ -174,7 +126,7 @@ def plan_cmd(
             lora_alpha=lora_alpha,
             lora_targets=lora_targets,
             global_batch_size=global_batch_size,
-            activation_checkpointing=ac,  # type: ignore[arg-type]
+            activation_checkpointing=activation_checkpointing,  # type: ignore[arg-type]
             loss=loss,
             param_dtype=param_dtype,
             packing=packing,

@@ -8,37 +8,7 @@ from typing import Any
 import click
 
 from ._common import Outcome, output_options, run
-
-
-def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
-    from ..errors import UsageError
-
-    out: dict[str, str] = {}
-    for v in values:
-        key, sep, val = v.partition("=")
-        if not sep or not key or not val:
-            raise UsageError(
-                f"{flag} {v!r}: expected NAME=VALUE",
-                hint=f"e.g. {flag} {'gpt=assistant' if flag == '--role-map' else 'instruction=question'}",
-            )
-        out[key] = val
-    return out
-
-
-def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
-    from ..errors import UsageError
-
-    if text is None:
-        return None
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise UsageError(
-            f"{flag} {text!r}: expected comma-separated integers", hint=f"e.g. {flag} 1024,2048"
-        ) from None
-    if not values or any(v <= 0 for v in values):
-        raise UsageError(f"{flag} {text!r}: expected positive integers")
-    return values
+from ._options import ConvertFlags, convert_options, length_options, parse_int_list, plan_options
 
 
 @click.command("preflight")
@@ -51,54 +21,19 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
     show_default=True,
     help="Full fine-tuning (sft/automodel) or LoRA (peft/automodel).",
 )
-@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs for the run (data-parallel size).")
-@click.option("--gpu-memory", default="80GiB", show_default=True, help="Memory of one GPU: 80GiB, 24GB, ...")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option(
     "--val-fraction", type=float, default=0.02, show_default=True, help="Share kept for validation."
 )
-@click.option(
-    "--format", "fmt", default=None, help="Force the record shape (see `dataprep normalize --help`)."
-)
-@click.option("--map", "mapping", multiple=True, help="Map a column: TARGET=SOURCE (repeatable).")
-@click.option("--role-map", multiple=True, help="Map a role name: NAME=ROLE (repeatable).")
-@click.option("--system", default=None, help="System prompt for rows without one.")
-@click.option("--take", type=click.Choice(["chosen"]), default=None, help="Preference data: train on chosen.")
-@click.option("--text-only", is_flag=True, help="Keep only the text parts of multimodal content.")
-@click.option("--encoding", default=None, help="Text encoding of the input (default: UTF-8).")
+@convert_options
 @click.option(
     "--allow-download", is_flag=True, help="Fetch the tokenizer and config.json from the Hub when not cached."
 )
 @click.option("--chat-template", default=None, help="Template override: a Jinja string, .jinja or JSON file.")
-@click.option("--seq-length", type=int, default=None, help="Sequence length (default: from the stats).")
-@click.option("--seq-lengths", default=None, help="Candidate lengths for the truncation table (comma list).")
-@click.option("--batch-sizes", default=None, help="Candidate micro-batch sizes (comma list).")
+@length_options(defaults=False)
 @click.option("--sample", type=int, default=None, help="Measure a random sample of N rows, not all.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes for the stats.")
-@click.option("--global-batch-size", type=int, default=None, help="Global batch size (plan).")
-@click.option("--lora-rank", type=int, default=None, help="LoRA rank (plan, --method lora).")
-@click.option("--lora-alpha", type=int, default=None, help="LoRA alpha (plan, --method lora).")
-@click.option("--lora-targets", default=None, help="LoRA target modules: a glob or a comma list.")
-@click.option(
-    "--activation-checkpointing",
-    type=click.Choice(["auto", "on", "off"]),
-    default=None,
-    help="Plan: auto turns it on only when one sequence does not fit without it.",
-)
-@click.option(
-    "--loss",
-    type=click.Choice(["masked_ce", "chunked_ce", "fused_linear_ce"]),
-    default=None,
-    help="Plan: the loss function (its logits buffer differs).",
-)
-@click.option(
-    "--param-dtype",
-    type=click.Choice(["bf16", "fp32"]),
-    default=None,
-    help="Plan: dtype of the trained parameters and optimizer states.",
-)
-@click.option("--packing", is_flag=True, default=None, help="Plan with sequence packing.")
-@click.option("--margin", type=float, default=None, help="Memory headroom kept free (plan), e.g. 0.1.")
+@plan_options(defaults=False)
 @click.option(
     "--recipe",
     "recipe_config",
@@ -115,13 +50,7 @@ def preflight_cmd(
     gpu_memory: str,
     out_dir: str,
     val_fraction: float,
-    fmt: str | None,
-    mapping: tuple[str, ...],
-    role_map: tuple[str, ...],
-    system: str | None,
-    take: str | None,
-    text_only: bool,
-    encoding: str | None,
+    convert: ConvertFlags,
     allow_download: bool,
     chat_template: str | None,
     seq_length: int | None,
@@ -170,21 +99,15 @@ def preflight_cmd(
             gpus=gpus,
             gpu_memory_bytes=parse_size(gpu_memory),
             val_fraction=val_fraction,
-            fmt=fmt,
-            mapping=_pairs(mapping, "--map") or None,
-            role_map=_pairs(role_map, "--role-map") or None,
-            system=system,
-            take=take,
-            text_only=text_only,
-            encoding=encoding,
+            **convert.to_kwargs(),
             chat_template=chat_template,
             allow_download=allow_download,
             seq_length=seq_length,
             **{
                 k: v
                 for k, v in (
-                    ("seq_lengths", _int_list(seq_lengths, "--seq-lengths")),
-                    ("batch_sizes", _int_list(batch_sizes, "--batch-sizes")),
+                    ("seq_lengths", parse_int_list(seq_lengths, "--seq-lengths")),
+                    ("batch_sizes", parse_int_list(batch_sizes, "--batch-sizes")),
                 )
                 if v is not None
             },

@@ -9,28 +9,9 @@ import click
 
 from ._common import Outcome, output_options, run
 from ._engine import dispatch_stats, engine_options
+from ._options import ConvertFlags, convert_options, length_options, parse_int_list
 
 _PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
-
-
-def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
-    if not out or any(v <= 0 for v in out):
-        raise click.BadParameter(f"expected positive integers, got {value!r}")
-    return out
-
-
-def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        key, sep, val = v.partition("=")
-        if not sep or not key or not val:
-            raise click.BadParameter(f"expected NAME=VALUE, got {v!r}", param_hint=flag)
-        out[key] = val
-    return out
 
 
 @click.command("stats")
@@ -41,20 +22,7 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 @click.option(
     "--chat-template", help="Use this template instead of the model's (Jinja text, .jinja file, or JSON)."
 )
-@click.option(
-    "--seq-lengths",
-    default="512,1024,2048,4096,8192",
-    show_default=True,
-    callback=_int_list,
-    help="Candidate sequence lengths for the truncation, padding and packing tables.",
-)
-@click.option(
-    "--batch-sizes",
-    default="1,2,4,8,16",
-    show_default=True,
-    callback=_int_list,
-    help="Candidate micro-batch sizes for the padding table.",
-)
+@length_options()
 @click.option(
     "--sample", type=click.IntRange(min=1), help="Measure a uniform random sample of N rows (seeded)."
 )
@@ -75,15 +43,7 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     help="Write row, total, supervised, turns per row to FILE (.jsonl or .parquet).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing --per-row file.")
-@click.option("--format", "fmt", help="Force the input record shape (see `dataprep normalize --help`).")
-@click.option(
-    "--map", "mapping", multiple=True, metavar="TARGET=SOURCE", help="Map an input column to a field."
-)
-@click.option("--role-map", multiple=True, metavar="NAME=ROLE", help="Map an input role name to a chat role.")
-@click.option("--system", help="Add this system prompt to every conversation without one.")
-@click.option("--take", help="For preference data: the answer to keep (e.g. chosen).")
-@click.option("--text-only", is_flag=True, help="Keep the text parts of multimodal content.")
-@click.option("--encoding", help="Input text encoding (default: UTF-8, BOM-aware).")
+@convert_options
 @click.option(
     "--allow-download", is_flag=True, help="Let the tokenizer be downloaded from the Hugging Face Hub."
 )
@@ -93,20 +53,14 @@ def stats_cmd(
     path: str,
     model: str,
     chat_template: str | None,
-    seq_lengths: tuple[int, ...],
-    batch_sizes: tuple[int, ...],
+    seq_lengths: str,
+    batch_sizes: str,
     sample: int | None,
     workers: int,
     mask_source: str,
     per_row: str | None,
     force: bool,
-    fmt: str | None,
-    mapping: tuple[str, ...],
-    role_map: tuple[str, ...],
-    system: str | None,
-    take: str | None,
-    text_only: bool,
-    encoding: str | None,
+    convert: ConvertFlags,
     allow_download: bool,
     engine: str,
     ray_address: str | None,
@@ -130,14 +84,15 @@ def stats_cmd(
     Example:
       dataprep stats data/train.jsonl --model Qwen/Qwen2.5-0.5B-Instruct --per-row lengths.parquet
     """
-    map_pairs = _pairs(mapping, "--map")
-    role_pairs = _pairs(role_map, "--role-map")
 
     def body() -> Outcome:
         from ..errors import FindingError, UsageError
         from ..findings import finding
         from ..tokenizer import load_tokenizer
 
+        convert_kwargs = convert.to_kwargs()
+        lengths = parse_int_list(seq_lengths, "--seq-lengths")
+        sizes = parse_int_list(batch_sizes, "--batch-sizes")
         if per_row:
             _check_per_row(per_row, path, force)
         loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
@@ -152,24 +107,15 @@ def stats_cmd(
                 "--mask-source generation_tags: the template has no {% generation %} tags",
                 hint="use --mask-source auto or prefix_diff",
             )
-        convert = dict(
-            fmt=fmt,
-            mapping=map_pairs or None,
-            role_map=role_pairs or None,
-            system=system,
-            take=take,
-            text_only=text_only,
-            encoding=encoding,
-        )
         with _progress(quiet or as_json) as advance:
             result = dispatch_stats(
                 engine,
                 ray_address,
                 path,
                 loaded,
-                convert=convert,
-                seq_lengths=seq_lengths,
-                batch_sizes=batch_sizes,
+                convert=convert_kwargs,
+                seq_lengths=lengths,
+                batch_sizes=sizes,
                 sample=sample,
                 workers=workers,
                 mask_source=mask_source,
