@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import FindingError, MissingDependency, UnreadableInput, UsageError
 from .findings import finding
@@ -165,13 +165,13 @@ def _list_files(path: str) -> list[Path] | None:
     """The data files of a folder or glob (None for a single file, stdin or a Hub id: one source)."""
     import glob as globlib
 
-    from .sources.readers import _data_files
+    from .sources import data_files
 
     p = Path(path).expanduser()
     if p.is_dir():
         if (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
             return None  # a datasets save_to_disk folder: the reader knows its file order
-        return _data_files(p)
+        return data_files(p)
     if not p.exists() and any(ch in path for ch in "*?["):
         return [Path(m) for m in sorted(globlib.glob(str(p), recursive=True)) if Path(m).is_file()]
     return None
@@ -205,19 +205,19 @@ def plan_input(
 ) -> InputPlan:
     """Refuse packed data, detect the shape, then cut the input into blocks.
 
-    Detection is the local engine's own (``normalize._prepare``: the first batch of the input, or of the first
+    Detection is the local engine's own (``normalize.prepare``: the first batch of the input, or of the first
     JSONL shard). JSONL blocks need line counts (rows are line numbers): ``line_counts([(path, lo, hi)])``
     counts newlines in byte ranges (lo = -1: the lines of a whole, compressed file); it runs on Ray when given,
     and is called only after everything that can refuse the input.
     """
-    from .normalize import _prepare
+    from .normalize import prepare
     from .sources import open_source, refuse_packed
 
     shards = jsonl_shards(path)
     if shards is not None:
         for f in shards:  # every shard: a packed file hidden among the shards is refused too
             refuse_packed(open_source(str(f), encoding=encoding, batch_rows=batch_rows))
-        plan = _prepare(
+        plan = prepare(
             str(shards[0]),
             fmt=fmt,
             mapping=mapping,
@@ -228,13 +228,10 @@ def plan_input(
         _refuse_whole_input(plan)
         blocks = _jsonl_blocks(shards, encoding, block_bytes, line_counts)
         return InputPlan(path, "jsonl", plan.detection, plan.converter, tuple(blocks))
-    plan = _prepare(path, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
+    plan = prepare(path, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
     _refuse_whole_input(plan)
     src = plan.source
-    if src.format == "stdin":
-        raise UsageError(
-            "--engine ray cannot read stdin", hint="write the input to a file every node can read"
-        )
+    _refuse_stdin(src.format == "stdin")
     files = [Path(f) for f in getattr(src, "files", [])]
     kind = getattr(src, "data_format", src.format)
     if kind == "parquet" and files:
@@ -250,6 +247,14 @@ def plan_input(
     else:  # one file the local reader streams whole (CSV, JSON, JSONL, one Arrow file...)
         blocks = [Block(0, str(files[0]) if len(files) == 1 else src.path, "file", 0)]
     return InputPlan(path, kind, plan.detection, plan.converter, tuple(blocks))
+
+
+def _refuse_stdin(is_stdin: bool) -> None:
+    """Every worker reads its own block of the input, so it must be a file they can all open."""
+    if is_stdin:
+        raise UsageError(
+            "--engine ray cannot read stdin", hint="write the input to a file every node can read"
+        )
 
 
 def _refuse_whole_input(plan: Any) -> None:
@@ -458,13 +463,6 @@ def _jsonl_range(block: Block, encoding: str | None, batch_rows: int) -> Iterato
         yield _shift(b, first)
 
 
-def _renamed(batches: Iterator[Any], mapping: Mapping[str, str]) -> Iterator[Any]:
-    from .normalize import _rename_batch
-
-    for b in batches:
-        yield _rename_batch(b, mapping)
-
-
 def _guarded(fn: Callable[[], Any], empty: Any) -> tuple[Any, bytes]:
     """(fn(), b"") or (empty, the pickled DataprepError's finding and exit code).
 
@@ -512,15 +510,45 @@ class BlockCounts:
         return cls(**json.loads(text))
 
 
+_J = TypeVar("_J", bound="BlockJob")
+
+
 @dataclass(frozen=True)
-class ConvertJob:
-    """Everything a worker needs for normalize (pickled once into the Ray Data operator)."""
+class BlockJob:
+    """What every worker needs to read a block as the local engine reads it (pickled once to the workers)."""
 
     blocks: tuple[Block, ...]
-    converter: Any
+    converter: Any  # bound to the whole input's columns on the driver
     mapping: dict[str, str]
     encoding: str | None
     batch_rows: int
+
+    @classmethod
+    def planned(
+        cls: type[_J],
+        plan: InputPlan,
+        mapping: Mapping[str, str] | None,
+        encoding: str | None,
+        batch_rows: int,
+        **extra: Any,
+    ) -> _J:
+        """The job for a planned input (``extra``: the subclass's own fields)."""
+        return cls(plan.blocks, plan.converter, dict(mapping or {}), encoding, batch_rows, **extra)
+
+    def batches(self, index: int) -> Iterator[Any]:
+        """The batches of block ``index``, numbered as in the whole input, with ``--map`` applied."""
+        from .normalize import rename_batches
+
+        block = self.blocks[index]
+        return rename_batches(
+            block_batches(block, encoding=self.encoding, batch_rows=self.batch_rows), self.mapping
+        )
+
+
+@dataclass(frozen=True)
+class ConvertJob(BlockJob):
+    """Everything a worker needs for normalize (pickled once into the Ray Data operator)."""
+
     out_dir: str
     rejects_dir: str
 
@@ -528,29 +556,18 @@ class ConvertJob:
 def convert_block(job: ConvertJob, index: int) -> BlockCounts:
     """Convert one block with the local engine's functions; write its output and rejects shards (atomically)."""
     from .atomic import atomic_write
-    from .normalize import Reject, _Block, _lines, _Plan, _Writer
+    from .normalize import write_converted
 
     t0 = time.perf_counter()
-    block = job.blocks[index]
     name = SHARD_NAME.format(index)
-    batches = _renamed(block_batches(block, encoding=job.encoding, batch_rows=job.batch_rows), job.mapping)
-    plan = _Plan(None, None, job.converter, batches)  # type: ignore[arg-type]
-    counter = [0]
     rejects_path = Path(job.rejects_dir) / name
     with atomic_write(Path(job.out_dir) / name) as fo, atomic_write(rejects_path) as fr:
-        w = _Writer(fo, fr, dedup=False)
-        for item in _lines(plan, counter):
-            if isinstance(item, _Block):
-                w.block(item)
-            elif isinstance(item, Reject):
-                w.reject(item)
-            else:
-                w.line(*item)
+        w = write_converted(job.converter, job.batches(index), fo, fr)
     if not w.rejected:
         rejects_path.unlink()
     return BlockCounts(
         index=index,
-        read=counter[0],
+        read=w.read,
         written=w.written,
         rejected=w.rejected,
         by_code=dict(w.by_code),
@@ -705,10 +722,8 @@ def normalize_ray(
     concatenated are what the local engine writes. With ``merge``, OUT and the rejects are single files, byte
     for byte the local engine's. ``dedup`` needs ``merge``. Same checks, codes and counts as ``normalize``.
     """
-    from converters._common import ConvertOptions
-
-    from .atomic import atomic_write, check_output_path
-    from .normalize import default_rejects_path
+    from .atomic import atomic_write
+    from .normalize import check_outputs, check_take, convert_options, default_rejects_path
 
     inp, out = str(inp), Path(out)
     rejects_path = (
@@ -716,41 +731,23 @@ def normalize_ray(
         if rejects is not None
         else (default_rejects_path(out) if merge else default_rejects_dir(out))
     )
-    check_output_path(out, [inp], force=force)
-    check_output_path(rejects_path, [inp], force=force)
-    if out.resolve() == rejects_path.resolve():
-        raise UsageError("--rejects is the output path", hint="write rejects to another path")
-    if take not in (None, "chosen"):
-        raise UsageError(f"--take {take!r}: only 'chosen' is supported")
+    check_outputs(inp, out, rejects_path, force=force, hint="write rejects to another path")
+    check_take(take)
+    options = convert_options(
+        role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
+    )
     if dedup and not merge:
         raise UsageError(
             "--dedup with --engine ray needs --merge (duplicates are found across every shard)",
             hint="add --merge, or run --engine local --dedup on the merged output",
         )
-    if inp == "-":
-        raise UsageError(
-            "--engine ray cannot read stdin", hint="write the input to a file every node can read"
-        )
-    options = ConvertOptions(
-        role_map=dict(role_map or {}), system=system, take=take, text_only=text_only, all_paths=all_paths
-    )
+    _refuse_stdin(inp == "-")
     import_ray()
     out.parent.mkdir(parents=True, exist_ok=True)
     with LazyRay(ray_address) as lazy:
-        # Everything that can refuse the input (packed data, unknown shape, a bad --map) runs before Ray starts;
-        # Ray starts for the first line count (JSONL) or the first block.
-        plan = plan_input(
-            inp,
-            fmt=fmt,
-            mapping=mapping,
-            options=options,
-            encoding=encoding,
-            batch_rows=batch_rows,
-            block_rows=block_rows,
-            block_bytes=block_bytes,
-            line_counts=_ray_line_counts(lazy.get),
+        plan, ray_ctx = _plan_on_ray(
+            lazy, inp, options, fmt, mapping, encoding, batch_rows, block_rows, block_bytes
         )
-        ray_ctx = lazy.get()
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".shards", dir=out.parent.resolve()))
         try:
             results = _run_convert(ray_ctx, plan, mapping, encoding, batch_rows, staging, progress)
@@ -804,6 +801,36 @@ def normalize_ray(
     )
 
 
+def _plan_on_ray(
+    lazy: LazyRay,
+    path: str,
+    options: Any,
+    fmt: str | None,
+    mapping: Mapping[str, str] | None,
+    encoding: str | None,
+    batch_rows: int,
+    block_rows: int,
+    block_bytes: int,
+) -> tuple[InputPlan, Any]:
+    """(``plan_input`` with JSONL line counts on Ray, the started Ray): both Ray commands' first step.
+
+    Everything that can refuse the input (packed data, unknown shape, a bad --map) runs before Ray starts;
+    Ray starts for the first line count (JSONL) or the first block.
+    """
+    plan = plan_input(
+        path,
+        fmt=fmt,
+        mapping=mapping,
+        options=options,
+        encoding=encoding,
+        batch_rows=batch_rows,
+        block_rows=block_rows,
+        block_bytes=block_bytes,
+        line_counts=_ray_line_counts(lazy.get),
+    )
+    return plan, lazy.get()
+
+
 def _run_convert(
     ray: Any,
     plan: InputPlan,
@@ -815,12 +842,11 @@ def _run_convert(
 ) -> list[BlockCounts]:
     (staging / "out").mkdir()
     (staging / "rejects").mkdir()
-    job = ConvertJob(
-        blocks=plan.blocks,
-        converter=plan.converter,
-        mapping=dict(mapping or {}),
-        encoding=encoding,
-        batch_rows=batch_rows,
+    job = ConvertJob.planned(
+        plan,
+        mapping,
+        encoding,
+        batch_rows,
         out_dir=str(staging / "out"),
         rejects_dir=str(staging / "rejects"),
     )
@@ -857,27 +883,17 @@ def _collect(
 
 # -- stats ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MeasureJob:
-    """Everything a measuring actor needs: the blocks, the bound converter, and the measure spec."""
+class MeasureJob(BlockJob):
+    """Everything a measuring actor needs besides the spec: the blocks, the bound converter, the batch size."""
 
-    blocks: tuple[Block, ...]
-    converter: Any
-    mapping: dict[str, str]
-    encoding: str | None
-    batch_rows: int
     measure_rows: int
 
 
-def block_conversations(job: MeasureJob | ConvertJob, index: int) -> Iterator[tuple[int, dict[str, Any]]]:
+def block_conversations(job: BlockJob, index: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row, valid conversation) of one block, as ``iter_conversations`` yields them (rejects skipped)."""
-    from .normalize import Reject, _Plan, _stream
+    from .normalize import iter_converted, valid_only
 
-    block = job.blocks[index]
-    batches = _renamed(block_batches(block, encoding=job.encoding, batch_rows=job.batch_rows), job.mapping)
-    plan = _Plan(None, None, job.converter, batches)  # type: ignore[arg-type]
-    for item in _stream(plan, [0]):
-        if not isinstance(item, Reject):
-            yield item
+    return valid_only(iter_converted(job.converter, job.batches(index)))
 
 
 class MeasureActor:
@@ -901,14 +917,14 @@ class MeasureActor:
         """(row numbers, BatchCounts) per measured batch of the block, in order."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from .measure import _batched
+        from .measure import batched
 
         m = self.measurer
         out: list[tuple[list[int], Any]] = []
         # As the local engine does: render batch k+1 while a thread encodes batch k (encoding frees the GIL).
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
-            for rows, convs in _batched(block_conversations(self.job, index), self.job.measure_rows):
+            for rows, convs in batched(block_conversations(self.job, index), self.job.measure_rows):
                 fut = pool.submit(m.count_batch, m.render_batch(convs))
                 if pending is not None:
                     out.append((pending[0], pending[1].result()))
@@ -924,17 +940,6 @@ class MeasureActor:
             for i in idx
         ]
         return {"index": idx, "parts": [d[0] for d in done], "error": [d[1] for d in done]}
-
-
-def _portable_spec(spec: Any, loaded: Any) -> Any:
-    """The spec with the tokenizer inside it as JSON, so an actor on another node can rebuild it."""
-    if getattr(spec, "tokenizer_json", None):
-        return spec
-    from dataclasses import replace
-
-    tok = getattr(loaded, "tokenizer", loaded)
-    backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
-    return replace(spec, tokenizer_json=backend.to_str())
 
 
 def _subset(rows: list[int], bc: Any, keep: Any) -> tuple[list[int], Any]:
@@ -994,9 +999,8 @@ def stats_ray(
     which reduces them in input order with the local engine's distribution code. ``sample``: the same rows the
     local engine's seeded reservoir picks (every row is measured, then the sample is selected).
     """
-    from converters._common import ConvertOptions
-
-    from .measure import DEFAULT_BATCH_ROWS, _Collector, make_spec
+    from .measure import DEFAULT_BATCH_ROWS, Collector, make_spec
+    from .normalize import convert_options
     from .stats import (
         DEFAULT_BATCH_SIZES,
         DEFAULT_SEQ_LENGTHS,
@@ -1020,36 +1024,17 @@ def stats_ray(
                     f"{loaded_or_model}: the tokenizer has no chat template to measure through",
                 )
             )
-    spec = _portable_spec(make_spec(loaded, mask_source=mask_source), loaded)
-    options = ConvertOptions(
-        role_map=dict(role_map or {}), system=system, take=take, text_only=text_only, all_paths=all_paths
+    spec = make_spec(loaded, mask_source=mask_source, portable=True)  # actors on other nodes rebuild it
+    options = convert_options(
+        role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
     )
     path = str(path)
-    if path == "-":
-        raise UsageError(
-            "--engine ray cannot read stdin", hint="write the input to a file every node can read"
-        )
+    _refuse_stdin(path == "-")
     with LazyRay(ray_address) as lazy:
-        plan = plan_input(
-            path,
-            fmt=fmt,
-            mapping=mapping,
-            options=options,
-            encoding=encoding,
-            batch_rows=batch_rows,
-            block_rows=block_rows,
-            block_bytes=block_bytes,
-            line_counts=_ray_line_counts(lazy.get),
+        plan, ray_ctx = _plan_on_ray(
+            lazy, path, options, fmt, mapping, encoding, batch_rows, block_rows, block_bytes
         )
-        ray_ctx = lazy.get()
-        job = MeasureJob(
-            blocks=plan.blocks,
-            converter=plan.converter,
-            mapping=dict(mapping or {}),
-            encoding=encoding,
-            batch_rows=batch_rows,
-            measure_rows=DEFAULT_BATCH_ROWS,
-        )
+        job = MeasureJob.planned(plan, mapping, encoding, batch_rows, measure_rows=DEFAULT_BATCH_ROWS)
         shared = ray_ctx.put((spec, job))
         cpus = int(ray_ctx.cluster_resources().get("CPU", 1))
         size = max(1, min(actors or cpus, len(plan.blocks)))
@@ -1086,7 +1071,7 @@ def stats_ray(
             if k.any():
                 picked.append(_subset(rows, bc, k))
         parts = picked
-    col = _Collector()
+    col = Collector()
     for rows, bc in parts:
         col.add(rows, bc)
     counts = col.result(spec.mask_source)

@@ -34,7 +34,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -150,15 +150,18 @@ def resolve_mask_source(template: str, requested: str = "auto") -> str:
 
 
 def make_spec(
-    tokenizer_or_loaded: Any, *, mask_source: str = "auto", piece_cache: bool = True
+    tokenizer_or_loaded: Any, *, mask_source: str = "auto", piece_cache: bool = True, portable: bool = False
 ) -> MeasureSpec:
-    """A spec from a ``LoadedTokenizer`` or a transformers fast tokenizer with a chat template."""
+    """A spec from a ``LoadedTokenizer`` or a transformers fast tokenizer with a chat template.
+
+    ``portable``: the tokenizer goes inside the spec as JSON, so another process or node can rebuild it.
+    """
     tok = getattr(tokenizer_or_loaded, "tokenizer", tokenizer_or_loaded)
     template = tok.get_chat_template(None, None)
     tools_template = tok.get_chat_template(None, [{"type": "function"}])
-    _backend_of(tok)
+    backend = _backend_of(tok)
     return MeasureSpec(
-        tokenizer_json=None,
+        tokenizer_json=backend.to_str() if portable else None,
         template=template,
         tools_template=tools_template,
         template_kwargs=dict(tok.special_tokens_map),
@@ -629,7 +632,8 @@ def _worker_measure(convs: list[dict]) -> BatchCounts:
     return _WORKER.count_batch(_WORKER.render_batch(convs))
 
 
-def _batched(items: Iterable[tuple[int, dict]], size: int) -> Iterator[tuple[list[int], list[dict]]]:
+def batched(items: Iterable[tuple[int, dict]], size: int) -> Iterator[tuple[list[int], list[dict]]]:
+    """(row numbers, conversations) in batches of ``size``: the unit a Measurer renders and counts."""
     rows: list[int] = []
     convs: list[dict] = []
     for row, conv in items:
@@ -642,7 +646,9 @@ def _batched(items: Iterable[tuple[int, dict]], size: int) -> Iterator[tuple[lis
         yield rows, convs
 
 
-class _Collector:
+class Collector:
+    """Gathers measured batches (in input order) into one TokenCounts, so every engine reduces the same way."""
+
     def __init__(self) -> None:
         self.parts: dict[str, list[np.ndarray]] = {
             k: [] for k in ("rows", "total", "supervised", "turns", "run_row", "run_start", "run_end")
@@ -692,18 +698,19 @@ def measure_conversations(
     piece_cache: bool = True,
 ) -> TokenCounts:
     """Measure every (row number, conversation); ``progress(n)`` is called with the rows done per batch."""
-    spec = make_spec(tokenizer_or_loaded, mask_source=mask_source, piece_cache=piece_cache)
+    portable = workers > 1  # worker processes rebuild the tokenizer from the spec
+    spec = make_spec(tokenizer_or_loaded, mask_source=mask_source, piece_cache=piece_cache, portable=portable)
     backend = _backend_of(tokenizer_or_loaded)
-    col = _Collector()
-    batches = _batched(conversations, max(1, batch_rows))
+    col = Collector()
+    batches = batched(conversations, max(1, batch_rows))
     if workers <= 1:
         _measure_inline(Measurer(spec, backend), batches, col, progress)
     else:
-        _measure_processes(replace(spec, tokenizer_json=backend.to_str()), batches, col, progress, workers)
+        _measure_processes(spec, batches, col, progress, workers)
     return col.result(spec.mask_source)
 
 
-def _measure_inline(m: Measurer, batches, col: _Collector, progress) -> None:
+def _measure_inline(m: Measurer, batches, col: Collector, progress) -> None:
     # Encoding releases the GIL: render batch k+1 here while a thread encodes batch k.
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: tuple[list[int], Future] | None = None
@@ -716,14 +723,14 @@ def _measure_inline(m: Measurer, batches, col: _Collector, progress) -> None:
             _finish(col, pending, progress)
 
 
-def _finish(col: _Collector, pending: tuple[list[int], Future], progress) -> None:
+def _finish(col: Collector, pending: tuple[list[int], Future], progress) -> None:
     rows, fut = pending
     n = col.add(rows, fut.result())
     if progress is not None:
         progress(n)
 
 
-def _measure_processes(spec: MeasureSpec, batches, col: _Collector, progress, workers: int) -> None:
+def _measure_processes(spec: MeasureSpec, batches, col: Collector, progress, workers: int) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 

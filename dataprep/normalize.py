@@ -7,13 +7,18 @@
 Every input row ends in the output, the rejects file (row number, code, message, original record) or the
 duplicate count: ``read == written + rejected + duplicates``. For OASST trees the unit is the
 conversation (a root-to-leaf path), not the row; ``records_read`` still counts input rows.
+
+Other engines and preflight use the same pipeline through a small public API, never its internals:
+``prepare`` (open, refuse, --map, detect -> ``Prepared``), ``iter_converted`` (conversations and Rejects in
+input order; ``valid_only`` drops the Rejects), ``write_converted`` (output + rejects lines -> ``Written``),
+``rename_batches`` (--map on batches read elsewhere), ``check_outputs``/``check_take``/``convert_options``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -171,6 +176,13 @@ def _rename_batch(batch: Batch, mapping: Mapping[str, str]) -> Batch:
     )
 
 
+def rename_batches(batches: Iterable[Batch], mapping: Mapping[str, str] | None) -> Iterator[Batch]:
+    """Each batch with ``--map`` applied: for callers that read the batches themselves (engine_ray's blocks)."""
+    mapping = dict(mapping or {})
+    for b in batches:
+        yield _rename_batch(b, mapping)
+
+
 def _renamed_columns(columns: list[str], mapping: Mapping[str, str]) -> list[str]:
     inverse = {src: tgt for tgt, src in mapping.items()}
     return [inverse.get(c, c) for c in columns if c in inverse or c not in mapping]
@@ -216,12 +228,14 @@ def _errors(batch: Batch) -> list[Reject]:
     return [Reject(e.row, e.code, e.message, e.raw) for e in batch.errors]
 
 
-@dataclass
-class _Plan:
-    source: Any
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` decided before converting anything, so callers can refuse or plan before the stream."""
+
+    source: Any  # the open Source (``.format``, ``.files``, ``.num_rows``...)
     detection: Detection
-    converter: Converter | None
-    batches: Iterator[Batch]
+    converter: Converter | None  # bound to the input's columns; None when ``instantiate=False``
+    batches: Iterator[Batch]  # the input's batches with ``--map`` applied, the detection head first
 
 
 def _open_source(path: str | Path, encoding: str | None, batch_rows: int):
@@ -232,16 +246,18 @@ def _open_source(path: str | Path, encoding: str | None, batch_rows: int):
     return src
 
 
-def _prepare(
+def prepare(
     path: str | Path,
     *,
-    fmt: str | None,
-    mapping: Mapping[str, str] | None,
-    options: ConvertOptions,
-    encoding: str | None,
-    batch_rows: int,
+    fmt: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    options: ConvertOptions | None = None,
+    encoding: str | None = None,
+    batch_rows: int = 8192,
     instantiate: bool = True,
-) -> _Plan:
+) -> Prepared:
+    """Open, refuse packed input, apply ``--map``, detect (or force) the shape: every refusal before a row is
+    converted, so the local engine, engine_ray and preflight all detect the same way."""
     if fmt is not None:
         registry.get(fmt)  # an unknown name fails before any reading
     mapping = _parse_pairs(mapping)
@@ -278,7 +294,7 @@ def _prepare(
     columns = _renamed_columns(raw_cols, mapping)
     sample = _sample(head)
     detection = registry.forced(fmt, columns, sample) if fmt else registry.detect(columns, sample)
-    converter = registry.get(detection.shape)(options) if instantiate else None
+    converter = registry.get(detection.shape)(options or ConvertOptions()) if instantiate else None
     if converter is not None:
         converter.bind(columns)
 
@@ -288,7 +304,7 @@ def _prepare(
         for b in it:
             yield _rename_batch(b, mapping)
 
-    return _Plan(src, detection, converter, batches())
+    return Prepared(src, detection, converter, batches())
 
 
 def _validated(
@@ -313,13 +329,18 @@ def _validated(
         yield item
 
 
-def _stream(plan: _Plan, counter: list[int]) -> Iterator[tuple[int, dict[str, Any]] | Reject]:
-    """(row, valid conversation) or Reject, in input order; counter[0] counts input records."""
-    conv = plan.converter
+def iter_converted(
+    converter: Converter, batches: Iterable[Batch], counter: list[int] | None = None
+) -> Iterator[tuple[int, dict[str, Any]] | Reject]:
+    """(row, valid conversation) or Reject, in input order, for callers that keep the rejects (preflight);
+    ``counter[0]`` counts the input records read so far."""
+    conv = converter
+    if counter is None:
+        counter = [0]
     if conv.whole_input:
         rows: list[tuple[int, dict[str, Any]]] = []
         errors: list[Reject] = []
-        for b in plan.batches:
+        for b in batches:
             counter[0] += len(b) + len(b.errors)
             errors.extend(_errors(b))
             rows.extend(zip(b.row_numbers(), b.records(), strict=True))
@@ -328,7 +349,7 @@ def _stream(plan: _Plan, counter: list[int]) -> Iterator[tuple[int, dict[str, An
         lookup_batch = Batch.from_records(list(records.values()), rows=list(records.keys()))
         yield from _validated(lookup_batch, converted, errors + rejects)
         return
-    for b in plan.batches:
+    for b in batches:
         counter[0] += len(b) + len(b.errors)
         converted, rejects = conv.convert(b)
         yield from _validated(b, converted, _errors(b) + rejects)
@@ -360,15 +381,17 @@ class _Block:
         return [x[:-1] for x in self.lines.to_list()]
 
 
-def _lines(plan: _Plan, counter: list[int]) -> Iterator[tuple[int, str] | Reject | _Block]:
-    """Like _stream, serialized; flat shapes take the vectorized path straight to JSON lines."""
-    conv = plan.converter
+def _lines(
+    converter: Converter, batches: Iterable[Batch], counter: list[int]
+) -> Iterator[tuple[int, str] | Reject | _Block]:
+    """Like iter_converted, serialized; flat shapes take the vectorized path straight to JSON lines."""
+    conv = converter
     fast = getattr(conv, "convert_lines", None)
     if fast is None or conv.whole_input:
-        for item in _stream(plan, counter):
+        for item in iter_converted(conv, batches, counter):
             yield item if isinstance(item, Reject) else (item[0], dumps_line(item[1]))
         return
-    for b in plan.batches:
+    for b in batches:
         res = fast(b)
         if res is None:
             counter[0] += len(b) + len(b.errors)
@@ -490,6 +513,90 @@ class _Writer:
         self.rejects.write(_reject_line(r) + "\n")
 
 
+@dataclass(frozen=True)
+class Written:
+    """What one ``write_converted`` call wrote: counts that reconcile, and the first rows rejected per code."""
+
+    read: int  # input records read
+    written: int
+    rejected: int
+    duplicates: int
+    by_code: Mapping[str, int]
+    first_rows: Mapping[str, list[int]]
+    first_message: Mapping[str, str]
+
+
+def write_converted(
+    converter: Converter,
+    batches: Iterable[Batch],
+    out: IO[str],
+    rejects: IO[str],
+    *,
+    dedup: bool = False,
+    background: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Written:
+    """Convert ``batches`` and write output and rejects lines: the one write loop of normalize and engine_ray.
+
+    ``background``: block bytes are written by a thread (see ``_Writer``); ``progress(records_read)`` is called
+    as batches are read.
+    """
+    counter = [0]
+    shown = 0
+    w = _Writer(out, rejects, dedup, background=background)
+    try:
+        for item in _lines(converter, batches, counter):
+            if progress is not None and counter[0] != shown:
+                shown = counter[0]
+                progress(shown)
+            if isinstance(item, _Block):
+                w.block(item)
+            elif isinstance(item, Reject):
+                w.reject(item)
+            else:
+                w.line(*item)
+    finally:
+        w.finish()
+    return Written(
+        read=counter[0],
+        written=w.written,
+        rejected=w.rejected,
+        duplicates=w.duplicates,
+        by_code=w.by_code,
+        first_rows=w.first_rows,
+        first_message=w.first_message,
+    )
+
+
+def check_take(take: str | None) -> None:
+    """Refuse an unsupported ``--take`` before any reading (normalize, engine_ray and preflight do)."""
+    if take not in (None, "chosen"):
+        raise UsageError(f"--take {take!r}: only 'chosen' is supported")
+
+
+def convert_options(
+    *,
+    role_map: Mapping[str, str] | None = None,
+    system: str | None = None,
+    take: str | None = None,
+    text_only: bool = False,
+    all_paths: bool = False,
+) -> ConvertOptions:
+    """The converters' options from the command-line flags, built one way for every engine and preflight."""
+    return ConvertOptions(
+        role_map=dict(role_map or {}), system=system, take=take, text_only=text_only, all_paths=all_paths
+    )
+
+
+def check_outputs(inp: str | Path, out: str | Path, rejects_path: Path, *, force: bool, hint: str) -> None:
+    """Refuse an output or rejects path that would overwrite the input, exists (without force), or is the same
+    path twice: the checks the local and Ray engines share."""
+    check_output_path(out, [inp], force=force)
+    check_output_path(rejects_path, [inp], force=force)
+    if Path(out).resolve() == rejects_path.resolve():
+        raise UsageError("--rejects is the output path", hint=hint)
+
+
 # -- public API -----------------------------------------------------------------------------------------
 
 
@@ -521,45 +628,29 @@ def normalize(
             hint="give a path, e.g. dataprep normalize in.csv train.jsonl",
         )
     rejects_path = Path(rejects) if rejects is not None else default_rejects_path(out)
-    check_output_path(out, [inp], force=force)
-    check_output_path(rejects_path, [inp], force=force)
-    if Path(out).resolve() == rejects_path.resolve():
-        raise UsageError("--rejects is the output path", hint="write rejects to another file")
-    if take not in (None, "chosen"):
-        raise UsageError(f"--take {take!r}: only 'chosen' is supported")
-    options = ConvertOptions(
-        role_map=dict(role_map or {}), system=system, take=take, text_only=text_only, all_paths=all_paths
+    check_outputs(inp, out, rejects_path, force=force, hint="write rejects to another file")
+    check_take(take)
+    options = convert_options(
+        role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
     )
-    plan = _prepare(inp, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
-    counter = [0]
+    plan = prepare(inp, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
     total = getattr(plan.source, "num_rows", None) if progress is not None else None  # may count rows
-    shown = 0
+    on_read = None if progress is None else (lambda n: progress(n, total))
     with atomic_write(out) as fo, atomic_write(rejects_path) as fr:
-        w = _Writer(fo, fr, dedup, background=True)
-        try:
-            for item in _lines(plan, counter):
-                if progress is not None and counter[0] != shown:
-                    shown = counter[0]
-                    progress(shown, total)
-                if isinstance(item, _Block):
-                    w.block(item)
-                elif isinstance(item, Reject):
-                    w.reject(item)
-                else:
-                    w.line(*item)
-        finally:
-            w.finish()
+        w = write_converted(
+            plan.converter, plan.batches, fo, fr, dedup=dedup, background=True, progress=on_read
+        )
     whole = plan.converter.whole_input
     return NormalizeResult(
         input=str(inp),
         output=str(out),
         rejects_path=str(rejects_path),
         detection=plan.detection,
-        read=w.written + w.rejected + w.duplicates if whole else counter[0],
+        read=w.written + w.rejected + w.duplicates if whole else w.read,
         written=w.written,
         rejected=w.rejected,
         duplicates=w.duplicates,
-        records_read=counter[0],
+        records_read=w.read,
         unit="conversation" if whole else "row",
         rejected_by_code=w.by_code,
         first_rows={k: tuple(v) for k, v in w.first_rows.items()},
@@ -584,39 +675,42 @@ def iter_conversations(
 
     Detection and refusals (packed input, unknown schema, preference data...) raise before the first item.
     """
-    options = ConvertOptions(
-        role_map=dict(role_map or {}), system=system, take=take, text_only=text_only, all_paths=all_paths
+    options = convert_options(
+        role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
     )
-    plan = _prepare(path, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
-    return _valid_only(plan)
+    plan = prepare(path, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
+    return valid_only(iter_converted(plan.converter, plan.batches))
 
 
-def _valid_only(plan: _Plan) -> Iterator[tuple[int, dict[str, Any]]]:
-    for item in _stream(plan, [0]):
+def valid_only(items: Iterable[tuple[int, dict[str, Any]] | Reject]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The conversations of ``iter_converted``'s stream, rejects skipped (stats and measuring need no rejects)."""
+    for item in items:
         if not isinstance(item, Reject):
             yield item
 
 
 def detect_path(path: str | Path, *, encoding: str | None = None) -> Detection:
     """The shape detected for a file (for ``inspect``); raises ``unknown_schema`` when unsure."""
-    plan = _prepare(
-        path,
-        fmt=None,
-        mapping=None,
-        options=ConvertOptions(),
-        encoding=encoding,
-        batch_rows=1024,
-        instantiate=False,
-    )
-    return plan.detection
+    return prepare(path, encoding=encoding, batch_rows=1024, instantiate=False).detection
 
 
 __all__ = [
     "DataprepError",
     "NormalizeResult",
+    "Prepared",
+    "Reject",
+    "Written",
+    "check_outputs",
+    "check_take",
+    "convert_options",
     "default_rejects_path",
     "detect_path",
     "dumps_line",
     "iter_conversations",
+    "iter_converted",
     "normalize",
+    "prepare",
+    "rename_batches",
+    "valid_only",
+    "write_converted",
 ]

@@ -732,28 +732,22 @@ def normalize_items(opts: PreflightOptions, path: str) -> tuple[Iterator[Any], d
     """The converters' stream: ``(row, conversation)`` or a Reject (``.row .code .message .record``), in
     input order, plus the detected shape and a counter of records read.
 
-    Uses normalize's streaming core (``_prepare``/``_stream``): ``iter_conversations`` skips the rejects,
+    Uses normalize's public stream (``prepare``/``iter_converted``): ``iter_conversations`` skips the rejects,
     and preflight must keep every one of them.
     """
-    from converters._common import ConvertOptions
+    from .normalize import check_take, convert_options, iter_converted, prepare
 
-    from . import normalize as N  # noqa: N812 - issue 3's module
-
-    if opts.take not in (None, "chosen"):
-        raise UsageError(f"--take {opts.take!r}: only 'chosen' is supported")
-    options = ConvertOptions(
-        role_map=dict(opts.role_map or {}), system=opts.system, take=opts.take, text_only=opts.text_only
+    check_take(opts.take)
+    options = convert_options(
+        role_map=opts.role_map, system=opts.system, take=opts.take, text_only=opts.text_only
     )
-    plan = N._prepare(
-        path,
-        fmt=opts.fmt,
-        mapping=opts.mapping,
-        options=options,
-        encoding=opts.encoding,
-        batch_rows=8192,
-    )
+    prepared = prepare(path, fmt=opts.fmt, mapping=opts.mapping, options=options, encoding=opts.encoding)
     counter = [0]
-    return N._stream(plan, counter), plan.detection.to_dict(), counter
+    return (
+        iter_converted(prepared.converter, prepared.batches, counter),
+        prepared.detection.to_dict(),
+        counter,
+    )
 
 
 def lint_template(loaded: Any, dataset: Path, samples: int) -> tuple[list[Finding], dict[str, Any]]:

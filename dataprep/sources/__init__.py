@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .base import Batch, RowError, iter_records
 from .packed import PackedVerdict, detect_packed, packed_verdict, refuse_packed
-from .readers import Source, open_source
+from .readers import Source, data_files, open_source
 from .sniff import Sniffed, sniff_file
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "RowError",
     "Sniffed",
     "Source",
+    "data_files",
     "detect_packed",
     "iter_records",
     "open_source",

@@ -740,7 +740,8 @@ def _check_readable(p: Path) -> None:
         raise UnreadableInput(p, "permission denied", hint="check the file's permissions")
 
 
-def _data_files(root: Path) -> list[Path]:
+def data_files(root: Path) -> list[Path]:
+    """A folder's data files in order (metadata, hidden and doc files skipped): engine_ray cuts the same list."""
     files = []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
@@ -889,7 +890,7 @@ def open_source(path: str, *, encoding: str | None = None, batch_rows: int = 819
         hf = _open_hf_disk(p, encoding=encoding, batch_rows=batch_rows)
         if hf is not None:
             return hf
-        return _from_files(path, _data_files(p), encoding=encoding, batch_rows=batch_rows)
+        return _from_files(path, data_files(p), encoding=encoding, batch_rows=batch_rows)
     if p.exists() or p.is_symlink():
         return _open_file(p, path=path, encoding=encoding, batch_rows=batch_rows)
     if any(ch in path for ch in "*?["):
