@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, settings
+
+# Shared machines are slow and noisy: no per-example deadline. In CI the examples are derandomized so a
+# landing never depends on the draw; locally each run explores new examples.
+settings.register_profile(
+    "dataprep",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),
+)
+settings.load_profile("dataprep")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
