@@ -258,6 +258,12 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "drop or split them; the model was not trained on such lengths",
         ),
         _spec(
+            "seq_length_exceeds_max_position_embeddings",
+            "warning",
+            "seq_length is longer than the model's max_position_embeddings",
+            "lower seq_length to the model's context, or use a model (or RoPE scaling) made for longer contexts",
+        ),
+        _spec(
             "oom",
             "error",
             "the plan does not fit in GPU memory",

@@ -89,6 +89,8 @@ class Recommendation:
     activation_checkpointing: bool
     loss: str
     packing: bool = False
+    largest_local_batch_size: int | None = None  # the largest that fits, before the divisibility rule
+    note: str = ""  # why local_batch_size is below largest_local_batch_size, with global sizes that avoid it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +102,8 @@ class Recommendation:
             "activation_checkpointing": self.activation_checkpointing,
             "loss": self.loss,
             "packing": self.packing,
+            "largest_local_batch_size": self.largest_local_batch_size,
+            "note": self.note or None,
         }
 
 
@@ -326,6 +330,59 @@ def _nearest_valid(global_bs: int, unit: int) -> list[int]:
     return sorted({v for v in (below, above) if v > 0})
 
 
+def valid_global_batches(global_bs: int, dp: int, best: int) -> list[dict[str, int]]:
+    """The nearest valid global batch sizes when the local batch may be lowered below ``best``.
+
+    For every local batch 1..best the multiples of local x dp just below and above ``global_bs`` are candidates;
+    each goes with the largest local batch (<= best) that divides it. Sorted by distance from ``global_bs``, a
+    candidate is kept only when it allows a larger local batch than every nearer one, so the list reads "the
+    nearest size, then the nearest that allows more, ... up to ``best``".
+    """
+    cands: set[int] = set()
+    for local in range(1, max(1, best) + 1):
+        cands.update(_nearest_valid(global_bs, local * dp))
+    rows = []
+    for v in cands:
+        local = _divisors_upto(v // dp, best)
+        rows.append(
+            {"global_batch_size": v, "local_batch_size": local, "grad_accumulation": v // (local * dp)}
+        )
+    rows.sort(
+        key=lambda r: (
+            abs(r["global_batch_size"] - global_bs),
+            -r["local_batch_size"],
+            r["global_batch_size"],
+        )
+    )
+    out: list[dict[str, int]] = []
+    for r in rows:
+        if not out or r["local_batch_size"] > out[-1]["local_batch_size"]:
+            out.append(r)
+        if out[-1]["local_batch_size"] >= best:
+            break
+    return out
+
+
+def _lowered_local_note(global_bs: int, dp: int, local: int, best: int) -> str:
+    """Say that the divisibility rule lowered the local batch, and which global sizes keep more of it."""
+    better = [r for r in valid_global_batches(global_bs, dp, best) if r["local_batch_size"] > local]
+    text = (
+        f"local_batch_size lowered from {best} (the largest that fits) to {local}: global_batch_size {global_bs} "
+        f"must be a multiple of local_batch_size x dp_size {dp}"
+    )
+    if better:
+        text += "; " + _describe_valid(better) + " would allow more"
+    return text
+
+
+def _describe_valid(rows: list[dict[str, int]]) -> str:
+    return ", ".join(
+        f"{r['global_batch_size']} (local_batch_size {r['local_batch_size']}, grad_accumulation "
+        f"{r['grad_accumulation']})"
+        for r in rows
+    )
+
+
 def make_plan(
     model_cfg: ModelConfig,
     *,
@@ -366,6 +423,18 @@ def make_plan(
     if method != "sft":
         model_cfg.lora_targets(lora_targets)  # a target spec that matches no Linear is a usage error
     findings: list[Finding] = []
+    max_pos = model_cfg.max_position_embeddings
+    if max_pos and int(seq) > max_pos:
+        findings.append(
+            finding(
+                "seq_length_exceeds_max_position_embeddings",
+                f"seq_length {int(seq)} is longer than {model_cfg.name or model_cfg.model_type}'s "
+                f"max_position_embeddings {max_pos}: positions past {max_pos} were never trained",
+                hint=f"pass --seq-length {max_pos} or less, or use a model (or RoPE scaling) made for longer contexts",
+                seq_length=int(seq),
+                max_position_embeddings=int(max_pos),
+            )
+        )
     base = _Setup(
         model=model_cfg,
         method=method,
@@ -392,9 +461,10 @@ def make_plan(
         setup = replace(base, ac=True)
         best = setup.largest_batch(limit)
 
+    note = ""
     if best == 0:
         est = setup.estimate(1)
-        findings.append(_oom_finding(setup, est, ac_mode, global_batch_size))
+        findings.append(_oom_finding(setup, est, ac_mode, loss))
         rec = Recommendation(
             seq_length=setup.seq_length,
             local_batch_size=None,
@@ -413,21 +483,26 @@ def make_plan(
             unit = best * gpus
             valid = _nearest_valid(global_bs, unit)
             if explicit_global:
+                options = valid_global_batches(global_bs, gpus, best)
                 findings.append(
                     finding(
                         "global_batch_not_divisible",
                         f"global_batch_size {global_batch_size} is not a multiple of dp_size {gpus}: no local batch "
-                        f"gives global % (local x dp) == 0; with local_batch_size {best} the nearest valid global "
-                        f"batch sizes are {' or '.join(str(v) for v in valid)}",
-                        hint=f"pass --global-batch-size {valid[-1] if len(valid) == 1 else valid[0]} "
-                        f"(or {valid[-1]}); any multiple of {unit} works",
+                        f"gives global % (local x dp) == 0; the nearest valid global batch sizes are "
+                        f"{_describe_valid(options)}",
+                        hint=f"pass --global-batch-size {options[0]['global_batch_size']} (local_batch_size "
+                        f"{options[0]['local_batch_size']}); with local_batch_size {best}: "
+                        f"{' or '.join(str(v) for v in valid)} (any multiple of {unit})",
                         nearest_valid=valid,
+                        valid_global_batch_sizes=options,
                     )
                 )
             global_bs = min(valid, key=lambda v: (abs(v - global_batch_size), -v))
             local = best
         else:
             local = _divisors_upto(global_bs // gpus, best)
+            if local < best:
+                note = _lowered_local_note(global_bs, gpus, local, best)
         rec = Recommendation(
             seq_length=setup.seq_length,
             local_batch_size=local,
@@ -437,6 +512,8 @@ def make_plan(
             activation_checkpointing=setup.ac,
             loss=loss,
             packing=packing,
+            largest_local_batch_size=best,
+            note=note,
         )
         est = setup.estimate(local)
         fits = True
@@ -497,58 +574,161 @@ def _max_model_params(setup: _Setup) -> int:
     return int(setup.model.parameters * room / param_terms)
 
 
-def _oom_finding(setup: _Setup, est: MemoryEstimate, ac_mode: str, global_bs: int) -> Finding:
-    """``oom`` with the remedies in order, each with numbers that fit (or saying that it does not)."""
+# The cheap switches a remedy may add when the change alone is not enough, in this order: fused linear CE costs
+# no compute (it never builds the logits), activation checkpointing recomputes each layer's forward in backward.
+_SWITCH_LADDER: tuple[tuple[str, ...], ...] = ((), ("fused_linear_ce",), ("activation_checkpointing",),
+                                               ("fused_linear_ce", "activation_checkpointing"))  # fmt: skip
+_SWITCH_NAMES = {"fused_linear_ce": "fused linear CE", "activation_checkpointing": "activation checkpointing"}
+
+
+@dataclass(frozen=True)
+class _Remedies:
+    """What the user asked for explicitly, so a remedy names every switch it turns on beyond that."""
+
+    ac_mode: str
+    loss: str
+
+    def ladder(self, setup: _Setup, skip: tuple[str, ...] = ()) -> list[tuple[_Setup, tuple[str, ...]]]:
+        """``setup`` with each step of the switch ladder that changes something (skipping ``skip``)."""
+        out: list[tuple[_Setup, tuple[str, ...]]] = []
+        for step in _SWITCH_LADDER:
+            if any(sw in skip for sw in step):
+                continue
+            if ("fused_linear_ce" in step and setup.loss == "fused_linear_ce") or (
+                "activation_checkpointing" in step and setup.ac
+            ):
+                continue
+            alt = setup
+            if "fused_linear_ce" in step:
+                alt = replace(alt, loss="fused_linear_ce")
+            if "activation_checkpointing" in step:
+                alt = replace(alt, ac=True)
+            out.append((alt, step))
+        return out
+
+    def added(self, setup: _Setup) -> list[str]:
+        """The switches ``setup`` has on that the user did not ask for (auto-enabled AC counts as added)."""
+        names = []
+        if setup.ac and self.ac_mode != "on":
+            names.append("activation_checkpointing")
+        if setup.loss == "fused_linear_ce" and self.loss != "fused_linear_ce":
+            names.append("fused_linear_ce")
+        return names
+
+    def entry(self, kind: str, setup: _Setup, batch: int, **extra: Any) -> dict[str, Any]:
+        """A remedy as a complete configuration: everything needed to re-run plan with it."""
+        d: dict[str, Any] = {"remedy": kind, **extra}
+        d.setdefault("method", setup.method)
+        if setup.method != "sft":
+            d.setdefault("lora_rank", setup.lora_rank)
+        d.setdefault("seq_length", setup.seq_length)
+        d.setdefault("gpus", setup.dp)
+        d["activation_checkpointing"] = setup.ac
+        d["loss"] = setup.loss
+        d["with"] = self.added(setup)
+        d["local_batch_size"] = batch or None
+        return d
+
+
+def _with_text(switches: list[str], sep: str = "") -> str:
+    """' with activation checkpointing and fused linear CE' (after ``sep``), or '' when none was added."""
+    return f"{sep} with " + " and ".join(_SWITCH_NAMES[s] for s in switches) if switches else ""
+
+
+def _oom_finding(setup: _Setup, est: MemoryEstimate, ac_mode: str, loss: str) -> Finding:
+    """``oom`` with the remedies in order, each a configuration that fits (or saying that none does).
+
+    A remedy first tries its one change alone; when that is not enough it adds the cheap switches in the order
+    of ``_SWITCH_LADDER`` and names the ones it added. Deterministic: a fixed list of candidates, no search
+    beyond the largest batch / sequence length / parameter count of each.
+    """
+    rm = _Remedies(ac_mode=ac_mode, loss=loss)
     usable_gib = setup.usable / GIB
     remedies: list[dict[str, Any]] = []
     # 1. shorter sequences (with batch 1)
-    s = setup.largest_seq()
-    if s:
-        remedies.append({"remedy": "reduce_seq_length", "seq_length": s, "local_batch_size": 1,
-                         "text": f"reduce sequence length: fits at seq_length {s} with local_batch_size 1"})  # fmt: skip
+    for alt, _ in rm.ladder(setup):
+        s = alt.largest_seq()
+        if s:
+            remedies.append(rm.entry("reduce_seq_length", replace(alt, seq_length=s), 1,
+                                    text=f"reduce sequence length: fits at seq_length {s}, local_batch_size 1"
+                                         f"{_with_text(rm.added(alt), ',')}"))  # fmt: skip
+            break
     else:
         remedies.append({"remedy": "reduce_seq_length", "seq_length": None, "local_batch_size": None,
                          "text": f"reducing sequence length is not enough: even {SEQ_STEP} tokens do not fit"})  # fmt: skip
     # 2. LoRA (from full fine-tuning) / QLoRA (from LoRA)
     if setup.method in ("sft", "lora"):
-        target = "lora" if setup.method == "sft" else "qlora"
+        targets = ("lora", "qlora") if setup.method == "sft" else ("qlora",)
         rank = 16 if setup.method == "sft" else setup.lora_rank
-        alt = replace(setup, method=target, lora_rank=rank)
-        b = alt.largest_batch()
-        if not b and target == "lora":  # LoRA is not enough: does QLoRA's 4-bit base fit?
-            alt2 = replace(alt, method="qlora")
-            b2 = alt2.largest_batch()
-            if b2:
-                target, alt, b = "qlora", alt2, b2
-        name = "LoRA" if target == "lora" else "QLoRA"
-        remedies.append(
-            {"remedy": f"switch_to_{target}", "method": target, "lora_rank": rank, "local_batch_size": b or None,
-             "text": f"switch to {name}: {name} r{rank} fits with local_batch_size {b}" if b
-             else f"switch to {name}: {name} r{rank} does not fit either at seq_length {setup.seq_length}"}
-        )  # fmt: skip
+        found: tuple[_Setup, int] | None = None
+        for target in targets:
+            for alt, _ in rm.ladder(replace(setup, method=target, lora_rank=rank)):
+                b = alt.largest_batch()
+                if b:
+                    found = (alt, b)
+                    break
+            if found:
+                break
+        if found:
+            alt, b = found
+            name = "LoRA" if alt.method == "lora" else "QLoRA"
+            w = _with_text(rm.added(alt))
+            remedies.append(rm.entry(f"switch_to_{alt.method}", alt, b,
+                                    text=f"switch to {name}: {name} r{rank}{w} fits with local_batch_size {b}"))  # fmt: skip
+        else:
+            name = "LoRA" if setup.method == "sft" else "QLoRA"
+            remedies.append({"remedy": f"switch_to_{targets[-1]}", "method": targets[-1], "lora_rank": rank,
+                             "local_batch_size": None,
+                             "text": f"switch to {name}: {name} r{rank} does not fit either at seq_length "
+                                     f"{setup.seq_length}, even with activation checkpointing and fused linear CE"})  # fmt: skip
     # 3. a smaller model
-    n = _max_model_params(setup)
-    remedies.append({"remedy": "smaller_model", "max_parameters": n or None,
-                     "text": f"choose a smaller model: about {n / 1e9:.2f}B parameters or fewer fit "
-                             f"at seq_length {setup.seq_length}, local_batch_size 1" if n
-                     else f"a smaller model alone is not enough at seq_length {setup.seq_length}"})  # fmt: skip
-    # 4. activation checkpointing, when off
+    for alt, _ in rm.ladder(setup):
+        n = _max_model_params(alt)
+        if n:
+            remedies.append(rm.entry("smaller_model", alt, 1, max_parameters=n,
+                                    text=f"choose a smaller model: about {n / 1e9:.2f}B parameters or fewer fit "
+                                         f"at seq_length {setup.seq_length}, local_batch_size 1"
+                                         f"{_with_text(rm.added(alt), ',')}"))  # fmt: skip
+            break
+    else:
+        remedies.append({"remedy": "smaller_model", "max_parameters": None,
+                         "text": f"a smaller model alone is not enough at seq_length {setup.seq_length}"})  # fmt: skip
+    # 4. activation checkpointing, when off (alone: its combination with fused CE is the next entry)
     if not setup.ac:
-        b = replace(setup, ac=True).largest_batch()
-        remedies.append({"remedy": "activation_checkpointing", "local_batch_size": b or None,
-                         "text": f"turn on activation checkpointing: fits with local_batch_size {b}" if b
-                         else "turn on activation checkpointing: still does not fit alone"})  # fmt: skip
-    # 5. fused linear cross-entropy, when another loss is used
+        alt = replace(setup, ac=True)
+        b = alt.largest_batch()
+        remedies.append(rm.entry("activation_checkpointing", alt, b,
+                                text=f"turn on activation checkpointing: fits with local_batch_size {b}" if b
+                                else "turn on activation checkpointing: still does not fit alone"))  # fmt: skip
+    # 5. fused linear cross-entropy, when another loss is used (with AC when alone is not enough)
     if setup.loss != "fused_linear_ce":
-        b = replace(setup, loss="fused_linear_ce").largest_batch()
-        remedies.append({"remedy": "fused_linear_ce", "local_batch_size": b or None,
-                         "text": f"use --loss fused_linear_ce (no logits buffer): fits with local_batch_size {b}" if b
-                         else "use --loss fused_linear_ce: still does not fit alone"})  # fmt: skip
+        alt = replace(setup, loss="fused_linear_ce")
+        b = alt.largest_batch()
+        if b:
+            text = f"use --loss fused_linear_ce (no logits buffer): fits with local_batch_size {b}"
+        elif not setup.ac and (b := replace(alt, ac=True).largest_batch()):
+            alt = replace(alt, ac=True)
+            text = (f"use --loss fused_linear_ce: does not fit alone, but with activation checkpointing "
+                    f"as well it fits with local_batch_size {b}")  # fmt: skip
+        else:
+            alt = replace(alt, ac=True)
+            s = alt.largest_seq()  # the most it buys: a longer sequence than remedy 1's
+            if s:
+                alt = replace(alt, seq_length=s)
+                b = 1
+                text = (f"use --loss fused_linear_ce: not enough alone at seq_length {setup.seq_length}; seq_length "
+                        f"{s} fits, local_batch_size 1{_with_text(rm.added(alt), ',')}")  # fmt: skip
+            else:
+                text = "use --loss fused_linear_ce: still does not fit alone"
+        remedies.append(rm.entry("fused_linear_ce", alt, b, text=text))
     # 6. more GPUs (FSDP2 shards the states further)
-    g = next((g for g in (2**k for k in range(1, 11)) if g > setup.dp and replace(setup, dp=g).fits(1)), 0)
-    if g:
-        remedies.append({"remedy": "more_gpus", "gpus": g,
-                         "text": f"use more GPUs: fits on {g} GPUs with local_batch_size 1"})  # fmt: skip
+    for alt, _ in rm.ladder(setup):
+        g = next((g for g in (2**k for k in range(1, 11)) if g > alt.dp and replace(alt, dp=g).fits(1)), 0)
+        if g:
+            remedies.append(rm.entry("more_gpus", replace(alt, dp=g), 1, gpus=g,
+                                    text=f"use more GPUs: fits on {g} GPUs with local_batch_size 1"
+                                         f"{_with_text(rm.added(alt), ',')}"))  # fmt: skip
+            break
     message = (
         f"one sequence of {setup.seq_length} tokens needs {est.total_gib:.1f} GiB per GPU, more than the "
         f"{usable_gib:.1f} GiB usable ({setup.method}, {setup.dp} GPU(s), activation checkpointing "

@@ -135,7 +135,10 @@ def plan_cmd(
         overrides = result.overrides()
         cli = result.cli_overrides()
         yaml_text = _to_yaml(overrides)
-        if overrides_path:
+        # A plan that does not fit has no shape to train with: writing its overrides would hand a pipeline a
+        # config that runs out of memory, so the file is left alone (an existing one is not touched either).
+        write = bool(overrides_path) and result.fits
+        if write:
             from ..atomic import atomic_write
 
             with atomic_write(overrides_path) as fh:
@@ -143,11 +146,17 @@ def plan_cmd(
         payload = {**result.to_dict(), "overrides": overrides, "cli_overrides": cli}
         payload.pop("findings", None)
         if overrides_path:
-            payload["overrides_path"] = str(Path(overrides_path))
+            payload["overrides_written"] = write
+            if write:
+                payload["overrides_path"] = str(Path(overrides_path))
+            elif as_json and not quiet:
+                from ._common import console
+
+                console().print(_not_written(overrides_path), markup=False, highlight=False)
         return Outcome(
             payload=payload,
             findings=list(result.findings),
-            render=lambda con: _render(con, result, yaml_text, cli, overrides_path),
+            render=lambda con: _render(con, result, yaml_text, cli, overrides_path, write),
         )
 
     run(body, as_json=as_json, quiet=quiet, strict=strict)
@@ -194,7 +203,11 @@ def _to_yaml(overrides: dict[str, Any]) -> str:
     return "# AutoModel overrides from `dataprep plan`\n" + yaml.safe_dump(overrides, sort_keys=False)
 
 
-def _render(con, result, yaml_text: str, cli: list[str], overrides_path: str | None) -> None:
+def _not_written(path: str) -> str:
+    return f"overrides not written to {path}: the plan does not fit (see error[oom])"
+
+
+def _render(con, result, yaml_text: str, cli: list[str], overrides_path: str | None, written: bool) -> None:
     from rich.table import Table
 
     d = result.to_dict()
@@ -235,9 +248,11 @@ def _render(con, result, yaml_text: str, cli: list[str], overrides_path: str | N
             f"grad accumulation {rec['grad_accumulation']}, activation checkpointing "
             f"{'on' if rec['activation_checkpointing'] else 'off'}, loss {rec['loss']}"
         )
-    con.print(
-        "\n[bold]AutoModel overrides[/]" + (f" (written to {overrides_path})" if overrides_path else "")
-    )
+    if rec.get("note"):
+        con.print(f"note: {rec['note']}", markup=False, highlight=False)
+    con.print("\n[bold]AutoModel overrides[/]" + (f" (written to {overrides_path})" if written else ""))
     con.print(yaml_text, markup=False, highlight=False)
     con.print("[bold]as command-line overrides[/]")
     con.print(" ".join(cli), markup=False, highlight=False)
+    if overrides_path and not written:
+        con.print(_not_written(overrides_path), markup=False, highlight=False)
