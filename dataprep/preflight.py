@@ -29,6 +29,7 @@ from .atomic import atomic_write
 from .errors import DataprepError, MissingDependency, ModelNotFound, UnreadableInput, UsageError
 from .findings import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Finding, Severity, apply_strict, finding
 
+STDIN_NAME = "<stdin>"  # how messages and the report name `--dataset -` (never the reader's spool file)
 STEPS: tuple[str, ...] = ("inspect", "normalize", "validate", "check-template", "stats", "plan")
 OUTPUT_NAMES = {
     "train": "train.jsonl",
@@ -274,6 +275,8 @@ class _Run:
         self.progress = progress or (lambda _msg: None)
         self.source = None
         self.read_path = opts.dataset
+        self.dataset_name = STDIN_NAME if opts.dataset == "-" else opts.dataset
+        self.spool: str | None = None  # stdin's temporary copy, which later steps read
         self.messages_jsonl = False
         self.split = None
         self.row_index: dict[str, Any] = {}
@@ -292,10 +295,10 @@ class _Run:
         self, name: str, findings: Iterable[Any] = (), figures: Mapping[str, Any] | None = None
     ) -> None:
         rec = self.steps[name]
-        fs = apply_strict([_tag(_as_finding(f), name) for f in findings], self.o.strict)
+        fs = apply_strict([self._named(_tag(_as_finding(f), name)) for f in findings], self.o.strict)
         rec.findings.extend(fs)
         if figures:
-            rec.figures.update(figures)
+            rec.figures.update(_renamed(figures, self.spool, STDIN_NAME) if self.spool else figures)
         sev = {f.severity for f in rec.findings}
         rec.status = "error" if Severity.ERROR in sev else "warning" if Severity.WARNING in sev else "ok"
         if rec.status == "error":
@@ -304,9 +307,22 @@ class _Run:
     def _fail(self, name: str, err: DataprepError) -> None:
         """A DataprepError inside a step: its finding stops the run (exit 2 for unreadable/usage/model)."""
         rec = self.steps[name]
-        rec.findings.append(_tag(err.finding, name))
+        rec.findings.append(self._named(_tag(err.finding, name)))
         rec.status = "error"
         raise _Stop(EXIT_USAGE if isinstance(err, _EXIT2) else EXIT_FINDINGS)
+
+    def _named(self, f: Finding) -> Finding:
+        """For stdin, the finding with ``<stdin>`` where it names the spool file (or ``-``); rows unchanged."""
+        if self.o.dataset != "-":
+            return f
+        message, hint, data = f.message, f.hint, f.data
+        if message.startswith("-:"):  # the reader names stdin "-"
+            message = STDIN_NAME + message[1:]
+        if self.spool:
+            message = _renamed(message, self.spool, STDIN_NAME)
+            hint = _renamed(hint, self.spool, STDIN_NAME)
+            data = _renamed(data, self.spool, STDIN_NAME)
+        return Finding(f.code, f.severity, message, hint, f.rows, data)
 
     def _step(self, name: str, fn: Callable[[], None]) -> None:
         self.progress(name)
@@ -328,7 +344,9 @@ class _Run:
         self.source = src
         # stdin is spooled to a file by the reader: later steps read that file, not stdin again.
         files = getattr(src, "files", None) or []
-        self.read_path = str(files[0]) if self.o.dataset == "-" and files else self.o.dataset
+        if self.o.dataset == "-" and files:
+            self.spool = str(files[0])
+            self.read_path = self.spool
         self.messages_jsonl = (
             src.format == "jsonl"
             and "messages" in (src.columns or [])
@@ -339,7 +357,7 @@ class _Run:
             and not self.o.text_only
         )
         figures = {
-            "path": str(src.path),
+            "path": self.dataset_name if self.o.dataset == "-" else str(src.path),
             "format": src.format,
             "compression": src.compression,
             "columns": list(src.columns or []),
@@ -397,7 +415,9 @@ class _Run:
         if kept == 0:
             v_findings = [_promote(f) for f in v_findings]
             if not v_findings:
-                v_findings.append(finding("unreadable_input", f"{self.o.dataset}: the dataset has no rows"))
+                v_findings.append(
+                    finding("unreadable_input", f"{self.dataset_name}: the dataset has no rows")
+                )
         if self.split.duplicates:
             # Kept (nothing is dropped unasked), but they weight those examples up: say how many.
             v_findings.append(
@@ -666,7 +686,7 @@ class _Run:
             "verdict": verdict,
             "stopped_at": stopped_at,
             "exit_code": exit_code,
-            "inputs": self.o.to_dict(),
+            "inputs": {**self.o.to_dict(), "dataset": self.dataset_name},
             "seq_length": self.seq_length,
             "steps": [s.to_dict() for s in self.steps.values()],
             "findings": [f.to_dict() for f in findings],
@@ -722,6 +742,17 @@ def _readable(paths: Iterable[Path]) -> None:
     for p in paths:
         if p.exists():
             os.chmod(p, 0o666 & ~umask)
+
+
+def _renamed(obj: Any, old: str, new: str) -> Any:
+    """``obj`` (strings, inside dicts and lists too) with ``old`` replaced by ``new``."""
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, Mapping):
+        return {k: _renamed(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_renamed(v, old, new) for v in obj]
+    return obj
 
 
 def _promote(f: Finding) -> Finding:

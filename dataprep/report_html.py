@@ -258,6 +258,56 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def _pct(v: Any) -> str:
+    """A 0..1 efficiency as a percentage."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{v * 100:.1f}%"
+    return _cell(v)
+
+
+def _tokens(v: Any) -> str:
+    """An expected token count, to the whole token."""
+    if isinstance(v, float):
+        return f"{round(v):,}"
+    return _cell(v)
+
+
+def padding_view(rows: Any, chosen: Any = None) -> list[dict[str, Any]]:
+    """Per micro-batch size: padding efficiency of random and length-grouped batches, and the expected
+    longest row of a random batch (what every row in it is padded to); ``chosen`` marks the plan's size."""
+    if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
+        return []
+    return [
+        {
+            "batch_size": _cell(r.get("batch_size")),
+            "random": _pct(r.get("random_efficiency")),
+            "grouped": _pct(r.get("grouped_efficiency")),
+            "expected_max": _tokens(r.get("expected_max_len_random")),
+            "chosen": chosen is not None and r.get("batch_size") == chosen,
+        }
+        for r in rows
+        if isinstance(r, Mapping)
+    ]
+
+
+def packing_view(rows: Any, chosen: Any = None) -> list[dict[str, Any]]:
+    """Per sequence length: first-fit-decreasing packing efficiency, packs, and rows cut to fit; ``chosen``
+    marks the run's sequence length."""
+    if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
+        return []
+    return [
+        {
+            "seq_length": _cell(r.get("seq_length")),
+            "efficiency": _pct(r.get("efficiency")),
+            "packs": _cell(r.get("packs")),
+            "rows_truncated": _cell(r.get("rows_truncated")),
+            "chosen": chosen is not None and r.get("seq_length") == chosen,
+        }
+        for r in rows
+        if isinstance(r, Mapping)
+    ]
+
+
 def _token_summary(stats: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if not stats:
         return []
@@ -340,6 +390,7 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         markers["recommended"] = stats.get("recommended_seq_length")
     inputs = report.get("inputs") or {}
     gpu_gib = inputs.get("gpu_memory_gib")
+    local_batch = ((plan or {}).get("recommendation") or {}).get("local_batch_size")
     return {
         "title": f"dataprep preflight: {inputs.get('dataset', '')}",
         "verdict": verdict,
@@ -361,6 +412,8 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "mask_source": stats.get("mask_source") if stats else None,
         "rows": stats.get("rows") if stats else None,
         "truncation": _table(stats.get("truncation")) if stats else None,
+        "padding": padding_view(stats.get("padding"), local_batch) if stats else [],
+        "packing": packing_view(stats.get("packing"), seq) if stats else [],
         "memory": memory_view(plan, gpu_gib if isinstance(gpu_gib, (int, float)) else None),
         "recommendation": _rec_list((plan or {}).get("recommendation")),
         "overrides_yaml": report.get("overrides_yaml"),

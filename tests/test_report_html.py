@@ -231,3 +231,57 @@ def test_memory_view_scales_to_capacity():
     assert view["capacity_x"] == pytest.approx(0.8 * view["width"])
     assert sum(s["w"] for s in view["segments"]) == pytest.approx(view["width"])
     assert memory_view({"memory": {}}) is None
+
+
+def with_padding_and_packing(**stats_over) -> dict:
+    doc = report()
+    stats = doc["steps"][4]["figures"]
+    stats["padding"] = [
+        {"batch_size": b, "random_efficiency": r, "grouped_efficiency": g, "expected_max_len_random": m}
+        for b, r, g, m in ((1, 1.0, 1.0, 512.5), (4, 0.6049, 0.9858, 1393.46), (16, 0.4124, 0.9154, 1877.15))
+    ]
+    stats["packing"] = [
+        {"seq_length": s, "packs": p, "efficiency": e, "rows_truncated": t}
+        for s, p, e, t in ((512, 181, 0.9885, 22), (2048, 47, 0.9841, 0))
+    ]
+    stats.update(stats_over)
+    return doc
+
+
+def table_rows(html: str, ident: str) -> list[list[str]]:
+    table = re.search(rf'<table id="{ident}">(.*?)</table>', html, re.S).group(1)
+    body = re.search(r"<tbody>(.*?)</tbody>", table, re.S).group(1)
+    return [re.findall(r"<td>(.*?)</td>", tr) for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
+
+
+def test_padding_and_packing_tables_show_the_stats():
+    html = render_report_html(with_padding_and_packing())
+    assert 'id="padding"' in html and 'id="packing"' in html
+    # batch size, random and length-grouped efficiency, expected longest row of a random batch (whole tokens)
+    assert table_rows(html, "padding-table") == [
+        ["1", "100.0%", "100.0%", "512"],
+        ["4", "60.5%", "98.6%", "1,393"],
+        ["16", "41.2%", "91.5%", "1,877"],
+    ]
+    # seq length, first-fit-decreasing efficiency, packs, rows truncated
+    assert table_rows(html, "packing-table") == [["512", "98.9%", "181", "22"], ["2,048", "98.4%", "47", "0"]]
+    # the plan's local batch size (4) and the run's seq_length (2048) are the highlighted rows
+    assert re.findall(r'<tr class="chosen"[^>]*><td>([^<]*)</td>', html) == ["4", "2,048"]
+    assert "group by length or pack" in html and "pack when it beats the padding" in html
+
+
+def test_padding_and_packing_values_are_escaped():
+    doc = with_padding_and_packing(
+        packing=[{"seq_length": "<i>x</i>", "packs": 3, "efficiency": "<b>y</b>", "rows_truncated": 0}]
+    )
+    html = render_report_html(doc)
+    assert "&lt;i&gt;x&lt;/i&gt;" in html and "&lt;b&gt;y&lt;/b&gt;" in html
+    assert "<i>x</i>" not in html and "<b>y</b>" not in html
+
+
+def test_padding_and_packing_absent_without_stats():
+    doc = report()
+    doc["steps"] = doc["steps"][:4]
+    html = render_report_html(doc)
+    assert 'id="padding-table"' not in html and 'id="packing-table"' not in html
+    assert "No padding table" in html and "No packing table" in html
