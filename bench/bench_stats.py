@@ -1,6 +1,6 @@
 """Benchmark `dataprep stats` measuring (dataprep.measure) against the ways people count tokens today.
 
-    .venv/bin/python bench/bench_stats.py [--rows 20000] [--out FILE.md]
+    .venv/bin/python bench/bench_stats.py [--rows 20000] [--rounds 3] [--only TEXT] [--before OLD_MEASURE.py] [--out FILE.md]
 
 On generated conversations (alpaca-sized single turns, and multi-turn chats sharing one system prompt), with
 the real Phi-3 and Qwen2 tokenizers from ../shared/real/tokenizers (skipped with a message when absent), in one run:
@@ -10,7 +10,9 @@ the real Phi-3 and Qwen2 tokenizers from ../shared/real/tokenizers (skipped with
     (c) limit    texts rendered beforehand (not timed) through tokenizer.backend_tokenizer.encode_batch alone
     ours         dataprep.measure.measure_conversations: total AND supervised tokens (and turns), workers=1 / 2
 
-(a)-(c) count total tokens only; ours also computes the supervised counts. Every method runs in its own
+(a)-(c) count total tokens only; ours also computes the supervised counts. ``--before`` adds one more method:
+dataprep workers=1 with another copy of dataprep/measure.py (keep the committed one aside before changing it),
+so before and after are measured in the same interleaved rounds; their supervised sums must agree too. Every method runs in its own
 subprocess (clean memory figures), in interleaved rounds (the fastest round counts): time per conversation and peak extra memory (RSS of the process and its
 children, sampled, above what it held before the method started). Per-row totals are compared across (a),
 (b) and ours: the run fails if they differ. Ratios within one run are what count; the machine is shared.
@@ -48,6 +50,7 @@ CONFIGS = [
     ("Qwen2 alpaca", "Qwen2-Boundless", None, "alpaca"),
     ("Qwen2 multi-turn", "Qwen2-Boundless", None, "multi"),
     ("Qwen2 + gen tags, alpaca", "Qwen2-Boundless", CHATML_GEN, "alpaca"),
+    ("Qwen2 + gen tags, alpaca + shared system prompt", "Qwen2-Boundless", CHATML_GEN, "sysalpaca"),
 ]
 METHODS = ["a", "b", "c", "ours1", "ours2"]
 METHOD_NAMES = {
@@ -56,6 +59,7 @@ METHOD_NAMES = {
     "c": "(c) encode_batch of pre-rendered",
     "ours1": "dataprep workers=1",
     "ours2": "dataprep workers=2",
+    "before": "dataprep workers=1, measure.py given by --before",
 }
 
 WORDS = (
@@ -78,12 +82,15 @@ def make_data(kind: str, rows: int, seed: int = 0) -> list[dict]:
     system = "You are a helpful assistant. " + _text(
         random.Random(99), 40, 40
     )  # one prompt shared by all rows
+    long_system = _text(random.Random(98), 600, 600)  # a long prompt shared by all rows (sysalpaca)
     for _ in range(rows):
-        if kind == "alpaca":
+        if kind in ("alpaca", "sysalpaca"):
             user = _text(rng, 8, 60)
             if rng.random() < 0.4:
                 user += "\n\n" + _text(rng, 5, 80)
             msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": _text(rng, 20, 250)}]
+            if kind == "sysalpaca":
+                msgs.insert(0, {"role": "system", "content": long_system})
         else:
             msgs = [{"role": "system", "content": system}]
             for _turn in range(rng.randint(2, 4)):
@@ -159,10 +166,24 @@ def run_method(method: str, tok, loaded, convs: list[dict], texts: list[str] | N
     if method == "c":
         encs = tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
         return [len(e) for e in encs], None, None
-    from dataprep.measure import measure_conversations
+    if method == "before":
+        measure_conversations = _load_module(os.environ["BENCH_STATS_BEFORE"]).measure_conversations
+    else:
+        from dataprep.measure import measure_conversations
 
     counts = measure_conversations(enumerate(convs, 1), loaded, workers=2 if method == "ours2" else 1)
     return counts.total.tolist(), int(counts.supervised.sum()), counts.mask_source
+
+
+def _load_module(path: str):
+    """A measure.py from elsewhere (the committed one, kept aside) as module ``measure_before``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("measure_before", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["measure_before"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def child(method: str, folder: str, template: str | None, kind: str, rows: int) -> dict:
@@ -222,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each method keeps its fastest")
     ap.add_argument("--out", help="also write the markdown to this file")
     ap.add_argument("--only", help="run configs whose label contains this text")
+    ap.add_argument(
+        "--before",
+        help="another dataprep/measure.py (e.g. the committed one, copied aside) run as one more method, "
+        "workers=1, interleaved with the others: before/after in the same run",
+    )
     ap.add_argument("--child")
     ap.add_argument("--folder")
     ap.add_argument("--template")
@@ -245,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         "TRANSFORMERS_VERBOSITY": "error",
         "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
+    methods = METHODS + (["before"] if a.before else [])
+    if a.before:
+        env["BENCH_STATS_BEFORE"] = str(Path(a.before).resolve())
     lines = [
         f"`bench/bench_stats.py --rows {a.rows} --rounds {a.rounds}` ({os.cpu_count()} cores, shared; load "
         f"average at start {os.getloadavg()[0]:.1f}); us per conversation (fastest of the interleaved rounds), "
@@ -255,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         "| vs (a) | vs (b) | vs (c) | memory (a) / (b) / (c) / w=1 / w=2 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if a.before:
+        lines[0] += f" `before`: dataprep w=1 with the measure.py given by `--before` ({a.before}), same run."
+        lines[2] += " before w=1 | w=1 speedup over before | before vs (c) |"
+        lines[3] += "---|---|---|"
     configs = [c for c in CONFIGS if not a.only or a.only in c[0]]
     for cfg in list(configs):
         if not (REAL / cfg[1]).is_dir():
@@ -265,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], list[dict]] = {}
     for rnd in range(a.rounds):
         for cfg in configs:
-            for m in METHODS:
+            for m in methods:
                 results.setdefault((cfg[0], m), []).append(run_child(m, cfg, a.rows, env))
             print(
                 f"round {rnd + 1}/{a.rounds}: {cfg[0]} done (load {os.getloadavg()[0]:.1f})", file=sys.stderr
@@ -273,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for cfg in configs:
         label = cfg[0]
-        res = {m: min(results[(label, m)], key=lambda r: r["us_per_conv"]) for m in METHODS}
-        hashes = {r["totals_sha1"] for m in METHODS if m != "c" for r in results[(label, m)]}
-        same = len(hashes) == 1
+        res = {m: min(results[(label, m)], key=lambda r: r["us_per_conv"]) for m in methods}
+        hashes = {r["totals_sha1"] for m in methods if m != "c" for r in results[(label, m)]}
+        sups = {
+            r["supervised"] for m in methods if m.startswith(("ours", "before")) for r in results[(label, m)]
+        }
+        same = len(hashes) == 1 and len(sups) == 1  # supervised sums too, across dataprep runs and versions
         failed |= not same
         best = min(res["ours1"]["us_per_conv"], res["ours2"]["us_per_conv"])
         us = {m: r["us_per_conv"] for m, r in res.items()}
@@ -284,7 +320,12 @@ def main(argv: list[str] | None = None) -> int:
             f"| {us['ours1']:.0f} | {us['ours2']:.0f} | {us['a'] / best:.2f}x faster | {us['b'] / best:.2f}x faster "
             f"| {best / us['c']:.2f}x of (c) | "
             + " / ".join(f"{res[m]['extra_mib']:.0f}" for m in METHODS)
-            + (" |" if same else " | **per-row totals differ** |")
+            + (
+                f" | {us['before']:.0f} | {us['before'] / us['ours1']:.2f}x | {us['before'] / us['c']:.2f}x of (c) |"
+                if a.before
+                else " |"
+            )
+            + ("" if same else " **per-row totals or supervised sums differ** |")
         )
     md = "\n".join(lines) + "\n"
     print()

@@ -11,9 +11,13 @@ Counting only needs lengths, and the tokenizer encodes the text between added to
 (``PieceCounter``), so the prefix-diff path counts each distinct piece once: the prompt it renders a second time,
 template scaffolding, a system prompt or tool schema shared by many rows cost a dictionary lookup. The piece
 counts are checked against whole-text encoding on the first batch, and the counter switches itself off for a
-tokenizer where they differ. The generation-tag path encodes whole texts (it needs token positions) and finds
-each span's tokens with two char-to-token lookups instead of building every token's offsets; the lookups are
-checked against the offsets rule on the first rows, and dropped for the run if they ever disagree.
+tokenizer where they differ. The generation-tag path needs token positions: through the piece counter
+(``PieceCounter.count_tracked``) a piece wholly inside or outside the ``{% generation %}`` spans only needs its
+count, and a piece a span edge falls in is encoded with offsets. That pays only when rows share text (a system
+prompt, tool schemas): it is used when the first batch agrees with whole-text encoding and the cache spares at
+least half of its characters. Otherwise whole texts are encoded, and each span's tokens found with two
+char-to-token lookups instead of building every token's offsets; the lookups are checked against the offsets
+rule on the first rows, and dropped for the run if they ever disagree.
 
 Per row it records three numbers, kept in int32 numpy arrays so a million rows stay a few megabytes:
 
@@ -183,6 +187,7 @@ class Measurer:
     """Renders and tokenizes batches of conversations; one per process."""
 
     CHECK_ROWS = 256  # rows whose mask runs are computed both ways before the char-lookup shortcut is trusted
+    PIECE_TRACKED_SHARE = 0.5  # generation tags: pieces only when the first batch encodes at most this share
 
     def __init__(self, spec: MeasureSpec, backend: Any = None):
         from tokenizers import Tokenizer
@@ -210,6 +215,9 @@ class Measurer:
             else ctu._compile_jinja_template(spec.tools_template)
         )
         self._kwargs = ctu._plain_template_data(dict(spec.template_kwargs))
+        # Template.render copies the template's globals (a ChainMap) into a new dict, and again into a set,
+        # on every call; they are fixed once compiled, so one plain copy per template serves every row.
+        self._globals = {id(c): dict(c.globals) for c in (self._compiled, self._compiled_tools)}
         self._pieces = PieceCounter.build(backend) if spec.piece_cache else None
         self._pieces_verified = False
         # None: still checking char lookups against offsets; True: use them; False: they disagreed once
@@ -254,6 +262,46 @@ class Measurer:
             return direct
         return [len(e) for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
 
+    def _tracked_exact(
+        self, texts: list[str], spans: list[list[tuple[int, int]]]
+    ) -> list[tuple[int, list[tuple[int, int]]]]:
+        """(token count, merged mask runs) per text from whole-text encoding: the assistant-mask rule itself."""
+        if not texts:
+            return []
+        out = []
+        for enc, gen, text in zip(
+            self._backend.encode_batch(texts, add_special_tokens=False), spans, texts, strict=True
+        ):
+            out.append((len(enc), _merge_runs(self._mask_runs(enc, gen, len(text))) if gen else []))
+        return out
+
+    def _tracked_counts(
+        self, texts: list[str], spans: list[list[tuple[int, int]]]
+    ) -> list[tuple[int, list[tuple[int, int]]]]:
+        """Like ``_tracked_exact``; piece by piece once the piece counter agreed with it on a first batch."""
+        if self._pieces is None:
+            return self._tracked_exact(texts, spans)
+        got = self._pieces.count_tracked(texts, spans)
+        if self._pieces_verified:
+            redo = [k for k, g in enumerate(got) if g is None]
+            if redo:
+                exact = self._tracked_exact([texts[k] for k in redo], [spans[k] for k in redo])
+                for k, e in zip(redo, exact, strict=True):
+                    got[k] = e
+            return got  # type: ignore[return-value]
+        # First batch: every text is also encoded whole; counts and mask runs must agree on every one of them,
+        # or the piece counter is switched off for this tokenizer.
+        # Pieces a span edge falls in need token offsets, so the piece path only saves the encoding of pieces
+        # it has seen before (a shared system prompt, tool schemas); on a batch where that is under half of
+        # the text (alpaca-like rows, whose answers are the edge pieces) encoding whole texts is faster.
+        exact = self._tracked_exact(texts, spans)
+        pays = self._pieces.last_encoded_chars <= self.PIECE_TRACKED_SHARE * sum(map(len, texts))
+        if pays and all(g is None or g == e for g, e in zip(got, exact, strict=True)):
+            self._pieces_verified = True
+        else:
+            self._pieces = None
+        return exact
+
     # -- rendering (what render_jinja_template does for one chat) --------------------------------------------
     def _prepare(self, conv: dict) -> tuple[list[dict], Any]:
         """What apply_chat_template does to a chat before rendering: drop None-valued keys, alias reasoning.
@@ -273,26 +321,45 @@ class Measurer:
             tools = json.loads(tools) if tools.strip() else None
         return messages, tools  # as the trainer passes it: None and [] can render differently
 
+    def _generate(self, compiled: Any, messages: list[dict], tools: Any, add_generation_prompt: bool) -> Any:
+        """``compiled.generate(...)``'s stream of text, with the globals copied once per template, not per call.
+
+        Same context as ``Template.new_context(vars)``: a parent dict of the globals updated with the variables,
+        and the globals' keys.
+        """
+        from jinja2.runtime import new_context
+
+        glob = self._globals[id(compiled)]
+        parent = {
+            **glob,
+            "messages": messages,
+            "tools": tools,
+            "documents": None,
+            "add_generation_prompt": add_generation_prompt,
+            **self._kwargs,
+        }
+        ctx = new_context(compiled.environment, compiled.name, compiled.blocks, parent, True, glob)
+        return compiled.root_render_func(ctx)
+
     def _render(self, messages: list[dict], tools: Any, add_generation_prompt: bool = False) -> str:
         compiled = self._compiled if tools is None else self._compiled_tools
-        return compiled.render(
-            messages=messages,
-            tools=tools,
-            documents=None,
-            add_generation_prompt=add_generation_prompt,
-            **self._kwargs,
-        )
+        try:
+            return "".join(self._generate(compiled, messages, tools, add_generation_prompt))
+        except Exception:  # noqa: BLE001 - what Template.render does: jinja rewrites the traceback, re-raises
+            compiled.environment.handle_exception()
 
     def _render_tracked(self, messages: list[dict], tools: Any) -> tuple[str, list[tuple[int, int]]]:
+        """What transformers' ``_render_with_assistant_indices`` does: text and ``{% generation %}`` spans."""
         compiled = self._compiled if tools is None else self._compiled_tools
-        return self._ctu._render_with_assistant_indices(
-            compiled_template=compiled,
-            messages=messages,
-            tools=tools,
-            documents=None,
-            add_generation_prompt=False,
-            **self._kwargs,
-        )
+        blocks: list[str] = []
+        spans: list[tuple[int, int]] = []
+        with compiled.environment.activate_tracker(blocks, spans):
+            try:
+                for block in self._generate(compiled, messages, tools, False):
+                    blocks.append(block)
+            except Exception:  # noqa: BLE001 - as Template.generate
+                compiled.environment.handle_exception()
+            return "".join(blocks), spans
 
     def render_batch(self, convs: list[dict]) -> RenderedBatch:
         """Render one batch: texts to encode plus how to turn their token counts into per-row numbers."""
@@ -347,16 +414,13 @@ class Measurer:
         run_start: list[int] = []
         run_end: list[int] = []
         if rb.tracked:
-            encs = self._backend.encode_batch(rb.texts, add_special_tokens=False) if rb.texts else []
-            for k, (enc, gen, text) in enumerate(zip(encs, rb.spans, rb.texts, strict=True)):
-                total[k] = len(enc)
-                if gen:
-                    runs = self._mask_runs(enc, gen, len(text))
-                    sup[k] = sum(hi - lo for lo, hi in runs)
-                    for lo, hi in runs:
-                        run_row.append(k)
-                        run_start.append(lo)
-                        run_end.append(hi)
+            for k, (n, runs) in enumerate(self._tracked_counts(rb.texts, rb.spans)):
+                total[k] = n
+                sup[k] = sum(hi - lo for lo, hi in runs)
+                for lo, hi in runs:
+                    run_row.append(k)
+                    run_start.append(lo)
+                    run_end.append(hi)
         else:
             lens = self._lengths(rb.texts)
             for k, row_pairs in enumerate(rb.pairs):
@@ -431,6 +495,24 @@ def _overlapping_runs(offsets: list[tuple[int, int]], spans: list[tuple[int, int
     return runs
 
 
+def _add_run(runs: list[tuple[int, int]], lo: int, hi: int) -> None:
+    if runs and runs[-1][1] >= lo:
+        runs[-1] = (runs[-1][0], max(runs[-1][1], hi))
+    else:
+        runs.append((lo, hi))
+
+
+def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ordered, non-overlapping runs with touching ones joined: the same tokens, one canonical form."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in runs:
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
 def _runs_by_chars(enc: Any, spans: list[tuple[int, int]], text_len: int) -> list[tuple[int, int]] | None:
     """``_overlapping_runs`` without building the offsets list: two char-to-token lookups per span.
 
@@ -488,6 +570,7 @@ class PieceCounter:
         self._cache_first: dict[str, int] = {}
         self._cache_rest: dict[str, int] = {}
         self._cached_chars = 0
+        self.last_encoded_chars = 0  # characters ``count_tracked`` sent to the tokenizer on its last call
 
     @classmethod
     def build(cls, backend: Any) -> PieceCounter | None:
@@ -561,6 +644,104 @@ class PieceCounter:
                 if g:
                     n += cr[g] if g in cr else tmp_rest[g]
             out.append(n)
+        return out
+
+    def count_tracked(
+        self, texts: list[str], spans_list: list[list[tuple[int, int]]]
+    ) -> list[tuple[int, list[tuple[int, int]]] | None]:
+        """Per text, (token count, merged runs of the tokens overlapping the character spans); None for a text
+        it cannot do exactly (the caller encodes that one whole).
+
+        A piece with no span edge inside or at its ends lies wholly inside a span or wholly outside all of them,
+        so its tokens are all masked or none is, and only its count matters: it is counted like ``count`` does
+        (cached, no offsets). A piece a span starts or ends in is encoded with offsets and the mask rule
+        (token end > span start and token start < span end) applied to its tokens. An added token is masked by
+        the same rule on its matched characters; when the match took surrounding whitespace (lstrip/rstrip)
+        and a span edge falls on it, the text is left to the caller.
+        """
+        if self._cached_chars > self.MAX_CACHED_CHARS:
+            self._cache_first.clear()
+            self._cache_rest.clear()
+            self._cached_chars = 0
+        cf, cr = self._cache_first, self._cache_rest
+        todo_first: dict[str, None] = {}
+        todo_rest: dict[str, None] = {}
+        edge_first: list[str] = []
+        edge_rest: list[str] = []
+        # per text: segments (kind, value, masked-or-local-spans); kind 0 added token, 1 clean piece at offset 0,
+        # 2 clean piece elsewhere, 3 edge piece at offset 0, 4 edge piece elsewhere (value: index in its list)
+        plans: list[list[tuple[int, Any, Any]] | None] = []
+        finditer = self._split.finditer if self._split is not None else None
+        for text, spans in zip(texts, spans_list, strict=True):
+            edges = [x for ab in spans for x in ab]
+            plan: list[tuple[int, Any, Any]] | None = []
+            pos = 0
+            matches = finditer(text) if finditer is not None else ()
+            for m in (*matches, None):
+                s, e = pos, (m.start() if m is not None else len(text))
+                if e > s:
+                    piece = text[s:e]
+                    if any(s <= x <= e for x in edges):
+                        local = [(a - s, b - s) for a, b in spans]
+                        if s == 0:
+                            plan.append((3, len(edge_first), local))
+                            edge_first.append(piece)
+                        else:
+                            plan.append((4, len(edge_rest), local))
+                            edge_rest.append(piece)
+                    else:
+                        inside = any(a < s and e < b for a, b in spans)
+                        if s == 0:
+                            plan.append((1, piece, inside))
+                            if piece not in cf:
+                                todo_first[piece] = None
+                        else:
+                            plan.append((2, piece, inside))
+                            if piece not in cr:
+                                todo_rest[piece] = None
+                if m is None:
+                    break
+                ms, me = m.span()
+                tok = m.group()
+                if tok != tok.strip() and any(ms <= x <= me for x in edges):
+                    plan = None
+                    break
+                plan.append((0, None, any(me > a and ms < b for a, b in spans)))
+                pos = me
+            plans.append(plan)
+        tmp_first: dict[str, int] = {}
+        tmp_rest: dict[str, int] = {}
+        self.last_encoded_chars = sum(map(len, (*todo_first, *todo_rest, *edge_first, *edge_rest)))
+        if todo_first:
+            self._fill(list(todo_first), self._first, cf, tmp_first)
+        if todo_rest:
+            self._fill(list(todo_rest), self._rest, cr, tmp_rest)
+        enc_first = self._first.encode_batch(edge_first, add_special_tokens=False) if edge_first else []
+        enc_rest = self._rest.encode_batch(edge_rest, add_special_tokens=False) if edge_rest else []
+        out: list[tuple[int, list[tuple[int, int]]] | None] = []
+        for plan in plans:
+            if plan is None:
+                out.append(None)
+                continue
+            n = 0
+            runs: list[tuple[int, int]] = []
+            for kind, value, info in plan:
+                if kind == 0:
+                    k = 1
+                elif kind <= 2:
+                    cache, tmp = (cf, tmp_first) if kind == 1 else (cr, tmp_rest)
+                    k = cache[value] if value in cache else tmp[value]
+                else:
+                    enc = (enc_first if kind == 3 else enc_rest)[value]
+                    k = len(enc)
+                    for lo, hi in _overlapping_runs(enc.offsets, info):
+                        _add_run(runs, n + lo, n + hi)
+                    n += k
+                    continue
+                if info and k:
+                    _add_run(runs, n, n + k)
+                n += k
+            out.append((n, runs))
         return out
 
     def _fill(self, pieces: list[str], tokenizer: Any, cache: dict[str, int], tmp: dict[str, int]) -> None:
