@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,13 +22,29 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
+def overwrites_input(out: str | os.PathLike, src: str | os.PathLike) -> bool:
+    """True when writing ``out`` would replace ``src`` or a file ``src`` reads: a folder of shards (any file
+    under it) or a glob (any file it matches)."""
+    out_p, src_s = Path(out), str(src)
+    src_p = Path(src_s).expanduser()
+    if out_p.resolve() == src_p.resolve() or same_file(out_p, src_p):
+        return True
+    if not out_p.exists():
+        return False
+    if src_p.is_dir():
+        return src_p.resolve() in out_p.resolve().parents
+    if glob.has_magic(src_s):
+        return any(same_file(out_p, m) for m in glob.iglob(os.path.expanduser(src_s), recursive=True))
+    return False
+
+
 def check_output_path(out: str | os.PathLike, inputs: list[str | os.PathLike], force: bool = False) -> None:
     """Refuse OUT when it is one of the inputs (always) or exists (unless ``force``)."""
     out_p = Path(out)
     for src in inputs:
         if str(src) == "-":
             continue
-        if out_p.resolve() == Path(src).resolve() or same_file(out_p, src):
+        if overwrites_input(out_p, src):
             raise DataprepError(
                 finding("output_would_overwrite_input", f"{out}: the output path is the input {src}")
             )

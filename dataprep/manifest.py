@@ -251,6 +251,21 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
             "not a dataprep manifest (no base_model / tokenizer_files)",
             hint="pass the manifest.json preflight wrote",
         )
+    files, weights = doc["tokenizer_files"], doc.get("weights") or {}
+    well_formed = (
+        isinstance(doc["base_model"], dict)
+        and isinstance(files, dict)
+        and all(isinstance(v, str) for v in files.values())
+        and isinstance(weights, dict)
+        and all(isinstance(v, dict) for v in weights.values())
+        and isinstance(doc.get("chat_template") or {}, dict)
+    )
+    if not well_formed:
+        raise UnreadableInput(
+            path,
+            "not a dataprep manifest (base_model, tokenizer_files, weights or chat_template malformed)",
+            hint="pass the manifest.json preflight wrote",
+        )
     return doc
 
 

@@ -223,21 +223,38 @@ def _cli_value(v: Any) -> str:
 # -- stats ---------------------------------------------------------------------------------------------------
 
 
+def _positive(v: Any) -> float | None:
+    """A finite positive number from a stats document (a hand-edited or foreign file may hold anything)."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return v if ok else None
+
+
+def _mapping(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
 def expected_padded_length(stats: dict | None, batch_size: int, seq_length: int) -> int | None:
     """The expected longest row of a random batch of ``batch_size`` (from the stats), capped at seq_length."""
     if not stats:
         return None
-    rows = [r for r in stats.get("padding") or [] if isinstance(r, dict) and r.get("batch_size")]
+    padding = stats.get("padding")
+    rows = (
+        [r for r in padding if isinstance(r, dict) and _positive(r.get("batch_size"))]
+        if isinstance(padding, list)
+        else []
+    )
     if rows:
         rows.sort(key=lambda r: r["batch_size"])
         # the row for this batch size, else the next larger one (a longer expected max: conservative)
         chosen = next((r for r in rows if r["batch_size"] >= batch_size), rows[-1])
-        for cap in chosen.get("capped") or []:
-            if cap.get("seq_length") == seq_length and cap.get("expected_max_len_random"):
-                return min(seq_length, math.ceil(cap["expected_max_len_random"]))
-        if chosen.get("expected_max_len_random"):
-            return min(seq_length, math.ceil(chosen["expected_max_len_random"]))
-    mx = ((stats.get("tokens") or {}).get("total") or {}).get("max")
+        capped = chosen.get("capped")
+        for cap in capped if isinstance(capped, list) else []:
+            if isinstance(cap, dict) and cap.get("seq_length") == seq_length:
+                if v := _positive(cap.get("expected_max_len_random")):
+                    return min(seq_length, math.ceil(v))
+        if v := _positive(chosen.get("expected_max_len_random")):
+            return min(seq_length, math.ceil(v))
+    mx = _positive(_mapping(_mapping(stats.get("tokens")).get("total")).get("max"))
     return min(seq_length, int(mx)) if mx else None
 
 

@@ -802,13 +802,12 @@ def _remap_rows(f: Finding, index: Any) -> Finding:
 
 
 def _refuse_input_overwrite(dataset: str, paths: Mapping[str, Path]) -> None:
-    from .atomic import same_file
+    from .atomic import overwrites_input
 
     if dataset == "-":
         return
-    src = Path(dataset).expanduser()
     for path in paths.values():
-        if path.resolve() == src.resolve() or same_file(path, src):
+        if overwrites_input(path, dataset):
             raise DataprepError(
                 finding(
                     "output_would_overwrite_input",

@@ -203,6 +203,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UnreadableInput(path, str(err)) from err
+
+
 def template_from_option(value: str) -> tuple[str, str]:
     """``--chat-template``: a ``.jinja`` file, a JSON file with ``chat_template``, or the Jinja text itself."""
     is_template_text = "{{" in value or "{%" in value
@@ -218,10 +225,7 @@ def template_from_option(value: str) -> tuple[str, str]:
             if template is None:
                 raise UsageError(f"{path}: chat_template is null")
             return template, source
-        try:
-            return path.read_text(encoding="utf-8"), f"--chat-template {path}"
-        except (OSError, UnicodeDecodeError) as err:
-            raise UnreadableInput(path, str(err)) from err
+        return _read_text(path), f"--chat-template {path}"
     if not is_template_text and (path.suffix in (".jinja", ".json", ".j2") or os.sep in value):
         raise UsageError(
             f"--chat-template {value}: no such file",
@@ -236,7 +240,7 @@ def find_template(model_dir: Path, chat_template: str | None = None) -> tuple[st
         return template_from_option(chat_template)
     jinja = model_dir / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8"), "chat_template.jinja"
+        return _read_text(jinja), "chat_template.jinja"
     cj = model_dir / "chat_template.json"
     if cj.is_file():
         template, source = _pick_named(_read_json(cj).get("chat_template"), "chat_template.json")
