@@ -889,11 +889,13 @@ class MeasureJob(BlockJob):
     measure_rows: int
 
 
-def block_conversations(job: BlockJob, index: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row, valid conversation) of one block, as ``iter_conversations`` yields them (rejects skipped)."""
+def block_conversations(
+    job: BlockJob, index: int, on_reject: Callable[[Any], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row, valid conversation) of one block, as ``iter_conversations`` yields them (rejects to ``on_reject``)."""
     from .normalize import iter_converted, valid_only
 
-    return valid_only(iter_converted(job.converter, job.batches(index)))
+    return valid_only(iter_converted(job.converter, job.batches(index)), on_reject)
 
 
 class MeasureActor:
@@ -913,25 +915,31 @@ class MeasureActor:
         self.measurer = Measurer(spec)
         self.job = job
 
-    def measure_block(self, index: int) -> list[tuple[list[int], Any]]:
-        """(row numbers, BatchCounts) per measured batch of the block, in order."""
+    def measure_block(self, index: int) -> tuple[list[tuple[list[int], Any]], list[tuple[int, str, str]]]:
+        """(row numbers, BatchCounts) per measured batch of the block, in order, and the rows the converter
+        rejected as (row, code, message)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from .measure import batched
 
         m = self.measurer
         out: list[tuple[list[int], Any]] = []
+        skipped: list[tuple[int, str, str]] = []
+
+        def reject(r: Any) -> None:
+            skipped.append((int(r.row), r.code, r.message))
+
         # As the local engine does: render batch k+1 while a thread encodes batch k (encoding frees the GIL).
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
-            for rows, convs in batched(block_conversations(self.job, index), self.job.measure_rows):
+            for rows, convs in batched(block_conversations(self.job, index, reject), self.job.measure_rows):
                 fut = pool.submit(m.count_batch, m.render_batch(convs))
                 if pending is not None:
                     out.append((pending[0], pending[1].result()))
                 pending = (rows, fut)
             if pending is not None:
                 out.append((pending[0], pending[1].result()))
-        return out
+        return out, skipped
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         idx = [int(i) for i in batch["index"]]
@@ -962,7 +970,8 @@ def _subset(rows: list[int], bc: Any, keep: Any) -> tuple[list[int], Any]:
         run_row=ok_new[bc.run_row[run_keep]].astype(np.int32),
         run_start=bc.run_start[run_keep],
         run_end=bc.run_end[run_keep],
-        errors=[(int(newpos[i]), msg) for i, msg in bc.errors if keep[i]],
+        errors=[(int(newpos[i]), code, msg) for i, code, msg in bc.errors if keep[i]],
+        unmaskable_from=bc.unmaskable_from[ok_keep],
     )
     return [r for r, k in zip(rows, keep.tolist(), strict=True) if k], sub
 
@@ -976,7 +985,7 @@ def stats_ray(
     seq_lengths: Sequence[int] | None = None,
     batch_sizes: Sequence[int] | None = None,
     sample: int | None = None,
-    mask_source: str = "auto",
+    mask_generation_prompt: bool = False,
     model_max_length: int | None = None,
     chat_template: str | None = None,
     fmt: str | None = None,
@@ -1004,6 +1013,7 @@ def stats_ray(
     from .stats import (
         DEFAULT_BATCH_SIZES,
         DEFAULT_SEQ_LENGTHS,
+        Skipped,
         reservoir_sample,
         stats_from_counts,
         tokenizer_max_length,
@@ -1024,7 +1034,9 @@ def stats_ray(
                     f"{loaded_or_model}: the tokenizer has no chat template to measure through",
                 )
             )
-    spec = make_spec(loaded, mask_source=mask_source, portable=True)  # actors on other nodes rebuild it
+    spec = make_spec(
+        loaded, mask_generation_prompt=mask_generation_prompt, portable=True
+    )  # actors on other nodes rebuild it
     options = convert_options(
         role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
     )
@@ -1046,16 +1058,20 @@ def stats_ray(
             compute=ray_ctx.data.ActorPoolStrategy(size=size),
             num_cpus=1,
         )
-        by_index: dict[int, list[tuple[list[int], Any]]] = {}
+        by_index: dict[int, tuple[list[tuple[list[int], Any]], list[tuple[int, str, str]]]] = {}
 
         def arrived(row: dict[str, Any]) -> None:
-            parts = pickle.loads(row["parts"])  # our own workers' results, never input data
-            by_index[int(row["index"])] = parts
+            parts, skipped_rows = pickle.loads(row["parts"])  # our own workers' results, never input data
+            by_index[int(row["index"])] = (parts, skipped_rows)
             if progress is not None:
                 progress(sum(len(rows) for rows, _ in parts))
 
         _collect(ray_ctx, ds, arrived)
-    parts = [p for i in range(len(plan.blocks)) for p in by_index[i]]
+    parts = [p for i in range(len(plan.blocks)) for p in by_index[i][0]]
+    skipped = Skipped()
+    for i in range(len(plan.blocks)):
+        for row, code, message in by_index[i][1]:
+            skipped.add(row, code, message)
     rows_read: int | None = None
     if sample is not None:
         import numpy as np
@@ -1075,16 +1091,16 @@ def stats_ray(
     for rows, bc in parts:
         col.add(rows, bc)
     counts = col.result(spec.mask_source)
-    if rows_read is None:
-        rows_read = len(counts) + len(counts.render_errors)
     mml = model_max_length if model_max_length is not None else tokenizer_max_length(loaded)
     return stats_from_counts(
         counts,
         seq_lengths=DEFAULT_SEQ_LENGTHS if seq_lengths is None else seq_lengths,
         batch_sizes=DEFAULT_BATCH_SIZES if batch_sizes is None else batch_sizes,
         model_max_length=mml,
-        rows_read=rows_read,
-        sampled=sample is not None and rows_read > len(counts) + len(counts.render_errors),
+        rows_read=None if rows_read is None else rows_read + skipped.total,
+        sampled=sample is not None and rows_read > len(counts) + len(counts.rejected),
+        skipped=skipped,
+        mask_generation_prompt=mask_generation_prompt,
     )
 
 

@@ -238,6 +238,27 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "assistant reasoning_content does not reach the rendering",
             "the model will not be trained on reasoning: put it in content or use a template that renders it",
         ),
+        _spec(
+            "mask_unbuildable",
+            "error",
+            "AutoModel cannot build the loss mask of these rows: the template rewrites earlier turns",
+            "give the recipe a chat template with {% generation %}...{% endgeneration %} around what the "
+            "assistant generates (dataset.chat_template); see README, 'Templates AutoModel cannot mask'",
+        ),
+        _spec(
+            "tool_arguments_double_encoded",
+            "warning",
+            "the template applies tojson to tool-call arguments, which ChatDataset always passes as a JSON string",
+            "the arguments render as an escaped JSON string inside the call: use a template that "
+            "writes string arguments as they are",
+        ),
+        _spec(
+            "chat_dataset_cannot_read",
+            "warning",
+            "a file name or compression AutoModel's ChatDataset does not read",
+            "ChatDataset reads .jsonl/.ndjson line by line, parses any other name as one JSON document and "
+            "never decompresses: write uncompressed messages JSONL named .jsonl (dataprep normalize IN OUT.jsonl)",
+        ),
         # -- length and budget -----------------------------------------------------------------------
         _spec(
             "no_supervised_tokens",

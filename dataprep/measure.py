@@ -19,15 +19,21 @@ least half of its characters. Otherwise whole texts are encoded, and each span's
 char-to-token lookups instead of building every token's offsets; the lookups are checked against the offsets
 rule on the first rows, and dropped for the run if they ever disagree.
 
-Per row it records three numbers, kept in int32 numpy arrays so a million rows stay a few megabytes:
+Per row it records, kept in int32 numpy arrays so a million rows stay a few megabytes:
 
-- ``total``: ``len(apply_chat_template(messages, tools=tools, tokenize=True)["input_ids"])``.
-- ``supervised``: tokens the loss is computed on. ``generation_tags``: the sum of ``assistant_masks`` from
-  ``apply_chat_template(..., return_assistant_tokens_mask=True)`` (a token counts when its character span overlaps
-  a ``{% generation %}`` block). ``prefix_diff`` (templates without tags, AutoModel's fallback): for each assistant
-  message ``i``, tokens(render(messages[:i+1])) - tokens(render(messages[:i], add_generation_prompt=True)) (never
-  below zero), i.e. the assistant's content and closing markers, without its header.
+- ``total``: ``len(apply_chat_template(messages, tools=tools, tokenize=True)["input_ids"])``, untruncated (the
+  trainer's ``input_ids`` are these tokens minus the last one, after the shift).
+- ``supervised``: the trainer's labels that are not -100, i.e. the loss mask of ``dataprep.trainer`` (the one
+  model of AutoModel's ChatDataset) without position 0. ``generation_tags``: transformers' ``assistant_masks``,
+  computed here with the fast paths described above. ``prefix_with_header`` / ``prefix_without_header``: every
+  prefix AutoModel renders is rendered and encoded to token ids, and ``dataprep.trainer``'s prefix functions run
+  on them, so the prefix check, the trailing-EOS exception and the generation-prompt block are the trainer's.
 - ``turns``: the number of assistant messages.
+- ``unmaskable_from``: for prefix masking, the token position past which the trainer raises "Cannot build an
+  answer-only loss mask" (``NO_LIMIT`` when it never does).
+
+Rows ChatDataset raises on while reading them (``dataprep.trainer.RowRejected``) and rows the template cannot
+render are not measured; they are kept in ``TokenCounts.rejected`` with a finding code.
 """
 
 from __future__ import annotations
@@ -40,22 +46,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-MaskSource = Literal["generation_tags", "prefix_diff"]
-MASK_SOURCES: tuple[str, ...] = ("generation_tags", "prefix_diff")
+from . import trainer
+from .trainer import MASK_SOURCES  # noqa: F401 - re-exported
 
-# transformers' own test for the tag (render_jinja_template); AutoModel's is stricter about spaces.
-_GENERATION_RE = re.compile(r"\{\%-?\s*generation\s*-?\%\}")
 _START, _END = itemgetter(0), itemgetter(1)
 
 DEFAULT_BATCH_ROWS = 256
-
-
-def has_generation_tags(template: str | None) -> bool:
-    return bool(template) and _GENERATION_RE.search(template) is not None
+NO_LIMIT = np.iinfo(np.int32).max  # unmaskable_from of a row the trainer always masks
 
 
 _EMPTY_I32 = np.zeros(0, dtype=np.int32)
@@ -65,9 +66,10 @@ _EMPTY_I32 = np.zeros(0, dtype=np.int32)
 class TokenCounts:
     """Per-row counts in input order. ``rows`` are the 1-based input row numbers of the rows measured.
 
-    Supervised tokens sit in runs ``[run_start, run_end)`` of token positions, ``run_row`` indexing the row (a
-    position in these arrays, not a row number); truncation uses them to tell which supervised tokens a cut keeps.
-    Rows the template could not render are not measured; they are in ``render_errors`` as (row, message).
+    Supervised labels sit in runs ``[run_start, run_end)`` of token positions (never position 0, which the
+    shift drops), ``run_row`` indexing the row (a position in these arrays, not a row number); truncation uses
+    them to tell which supervised tokens a cut keeps. Rows not measured are in ``rejected`` as (row, finding
+    code, message): ``template_render_error`` when the template fails, or the code of what ChatDataset raises.
     """
 
     rows: np.ndarray  # int64
@@ -75,10 +77,23 @@ class TokenCounts:
     supervised: np.ndarray  # int32
     turns: np.ndarray  # int32
     mask_source: str
-    render_errors: tuple[tuple[int, str], ...] = ()
+    rejected: tuple[tuple[int, str, str], ...] = ()
     run_row: np.ndarray = field(default_factory=lambda: _EMPTY_I32)
     run_start: np.ndarray = field(default_factory=lambda: _EMPTY_I32)
     run_end: np.ndarray = field(default_factory=lambda: _EMPTY_I32)
+    unmaskable_from: np.ndarray | None = None  # int32 per row; NO_LIMIT: prefix masking never fails
+
+    @property
+    def render_errors(self) -> tuple[tuple[int, str], ...]:
+        """(row, message) of the rows the chat template could not render."""
+        return tuple((r, m) for r, c, m in self.rejected if c == "template_render_error")
+
+    def unmaskable(self, seq_length: int | None = None) -> np.ndarray:
+        """Positions of the rows whose loss mask the trainer cannot build (with truncation to ``seq_length``)."""
+        if self.unmaskable_from is None:
+            return np.zeros(0, dtype=np.int64)
+        limit = NO_LIMIT if seq_length is None else seq_length
+        return np.flatnonzero(self.unmaskable_from < limit)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -93,6 +108,7 @@ class TokenCounts:
         turns: Iterable[int] | None = None,
         runs: Iterable[tuple[int, int, int]] | None = None,
         mask_source: str = "generation_tags",
+        unmaskable_from: Iterable[int] | None = None,
     ) -> TokenCounts:
         """Counts from plain lists (hand-made distributions in tests, or counts computed elsewhere).
 
@@ -115,7 +131,10 @@ class TokenCounts:
         else:
             arr = np.asarray(list(runs), dtype=np.int32).reshape(-1, 3)
             run_row, run_start, run_end = arr[:, 0], arr[:, 1], arr[:, 2]
-        return cls(r, t, s, u, mask_source, (), run_row, run_start.astype(np.int32), run_end.astype(np.int32))
+        um = None if unmaskable_from is None else np.asarray(list(unmaskable_from), dtype=np.int32)
+        return cls(
+            r, t, s, u, mask_source, (), run_row, run_start.astype(np.int32), run_end.astype(np.int32), um
+        )
 
     def supervised_kept(self, seq_length: int) -> np.ndarray:
         """Per row, the supervised tokens left after right truncation to ``seq_length`` tokens."""
@@ -132,7 +151,7 @@ class TokenCounts:
 
 @dataclass(frozen=True)
 class MeasureSpec:
-    """Everything a (worker) process needs to measure exactly like ``apply_chat_template``; picklable."""
+    """Everything a (worker) process needs to measure exactly like the trainer; picklable."""
 
     tokenizer_json: str | None  # None: the Measurer is handed the tokenizer's own backend (same process)
     template: str
@@ -141,20 +160,22 @@ class MeasureSpec:
     split_special_tokens: bool = False
     mask_source: str = "generation_tags"
     piece_cache: bool = True  # count text between added tokens piece by piece, each distinct piece once
+    mask_generation_prompt: bool = False  # ChatDataset's mask_generation_prompt
+    prompt_modes: tuple[tuple[tuple[str, bool], ...], ...] = ((),)  # enable_thinking modes of the prompt
+    eos_id: int | None = None
 
 
-def resolve_mask_source(template: str, requested: str = "auto") -> str:
-    if requested == "auto":
-        return "generation_tags" if has_generation_tags(template) else "prefix_diff"
-    if requested not in MASK_SOURCES:
-        raise ValueError(f"mask source must be auto or one of {', '.join(MASK_SOURCES)}, not {requested!r}")
-    if requested == "generation_tags" and not has_generation_tags(template):
-        raise ValueError("the template has no {% generation %} tags")
-    return requested
+def resolve_mask_source(chat_template: Any, mask_generation_prompt: bool = False) -> str:
+    """The trainer's masking for a template (``dataprep.trainer.resolve_mask_source``)."""
+    return trainer.resolve_mask_source(chat_template, mask_generation_prompt)
 
 
 def make_spec(
-    tokenizer_or_loaded: Any, *, mask_source: str = "auto", piece_cache: bool = True, portable: bool = False
+    tokenizer_or_loaded: Any,
+    *,
+    mask_generation_prompt: bool = False,
+    piece_cache: bool = True,
+    portable: bool = False,
 ) -> MeasureSpec:
     """A spec from a ``LoadedTokenizer`` or a transformers fast tokenizer with a chat template.
 
@@ -170,8 +191,11 @@ def make_spec(
         tools_template=tools_template,
         template_kwargs=dict(tok.special_tokens_map),
         split_special_tokens=bool(getattr(tok, "split_special_tokens", False)),
-        mask_source=resolve_mask_source(template, mask_source),
+        mask_source=resolve_mask_source(tok.chat_template, mask_generation_prompt),
         piece_cache=piece_cache,
+        mask_generation_prompt=mask_generation_prompt,
+        prompt_modes=tuple(tuple(m.items()) for m in trainer.prompt_modes(tok.chat_template)),
+        eos_id=getattr(tok, "eos_token_id", None),
     )
 
 
@@ -186,7 +210,6 @@ def _backend_of(tokenizer_or_loaded: Any) -> Any:
 class Measurer:
     """Renders and tokenizes batches of conversations; one per process."""
 
-    CHECK_ROWS = 256  # rows whose mask runs are computed both ways before the char-lookup shortcut is trusted
     PIECE_TRACKED_SHARE = 0.5  # generation tags: pieces only when the first batch encodes at most this share
 
     def __init__(self, spec: MeasureSpec, backend: Any = None):
@@ -214,31 +237,16 @@ class Measurer:
             if spec.tools_template == spec.template
             else ctu._compile_jinja_template(spec.tools_template)
         )
-        self._kwargs = ctu._plain_template_data(dict(spec.template_kwargs))
+        self._kwargs = dict(spec.template_kwargs)  # transformers 5.18 passes the special tokens as they are
         # Template.render copies the template's globals (a ChainMap) into a new dict, and again into a set,
         # on every call; they are fixed once compiled, so one plain copy per template serves every row.
         self._globals = {id(c): dict(c.globals) for c in (self._compiled, self._compiled_tools)}
         self._pieces = PieceCounter.build(backend) if spec.piece_cache else None
         self._pieces_verified = False
-        # None: still checking char lookups against offsets; True: use them; False: they disagreed once
-        self._char_runs_verified: bool | None = None
-        self._char_checks = 0
 
     def _mask_runs(self, enc: Any, spans: list[tuple[int, int]], text_len: int) -> list[tuple[int, int]]:
-        """Token runs the generation spans cover; by char lookups, checked against offsets on a first batch."""
-        if self._char_runs_verified is False:
-            return _overlapping_runs(enc.offsets, spans)
-        runs = _runs_by_chars(enc, spans, text_len)
-        if self._char_runs_verified is None or runs is None:
-            exact = _overlapping_runs(enc.offsets, spans)
-            if runs is not None and runs != exact:
-                self._char_runs_verified = False
-            elif runs is not None:
-                self._char_checks += 1
-                if self._char_checks >= self.CHECK_ROWS:
-                    self._char_runs_verified = True
-            return exact
-        return runs
+        """Token runs of transformers 5.18's ``assistant_masks`` for the generation spans."""
+        return _hf_runs(enc, spans)
 
     @property
     def piece_cache_active(self) -> bool:
@@ -304,24 +312,12 @@ class Measurer:
 
     # -- rendering (what render_jinja_template does for one chat) --------------------------------------------
     def _prepare(self, conv: dict) -> tuple[list[dict], Any]:
-        """What apply_chat_template does to a chat before rendering: drop None-valued keys, alias reasoning.
+        """(messages, tools) as ChatDataset hands them to the template (``dataprep.trainer.row_inputs``)."""
+        return trainer.row_inputs(conv)
 
-        Conversations are JSON-native data (json.loads output, what iter_conversations yields), so the deep
-        copies transformers makes to strip arbitrary objects (``_plain_template_data``) would copy plain
-        values into equal plain values; they are skipped. The sandboxed template cannot mutate its inputs.
-        """
-        msgs = conv["messages"]
-        if not isinstance(msgs, list) or not all(type(m) is dict for m in msgs):
-            raise TypeError("messages must be a list of dicts")
-        messages = self._ctu._alias_reasoning_fields(
-            [{k: v for k, v in m.items() if v is not None} for m in msgs]
-        )
-        tools = conv.get("tools")
-        if isinstance(tools, str):  # ChatDataset accepts tools as a JSON string
-            tools = json.loads(tools) if tools.strip() else None
-        return messages, tools  # as the trainer passes it: None and [] can render differently
-
-    def _generate(self, compiled: Any, messages: list[dict], tools: Any, add_generation_prompt: bool) -> Any:
+    def _generate(
+        self, compiled: Any, messages: list[dict], tools: Any, add_generation_prompt: bool, extra: Any = ()
+    ) -> Any:
         """``compiled.generate(...)``'s stream of text, with the globals copied once per template, not per call.
 
         Same context as ``Template.new_context(vars)``: a parent dict of the globals updated with the variables,
@@ -337,14 +333,17 @@ class Measurer:
             "documents": None,
             "add_generation_prompt": add_generation_prompt,
             **self._kwargs,
+            **dict(extra),
         }
         ctx = new_context(compiled.environment, compiled.name, compiled.blocks, parent, True, glob)
         return compiled.root_render_func(ctx)
 
-    def _render(self, messages: list[dict], tools: Any, add_generation_prompt: bool = False) -> str:
+    def _render(
+        self, messages: list[dict], tools: Any, add_generation_prompt: bool = False, extra: Any = ()
+    ) -> str:
         compiled = self._compiled if tools is None else self._compiled_tools
         try:
-            return "".join(self._generate(compiled, messages, tools, add_generation_prompt))
+            return "".join(self._generate(compiled, messages, tools, add_generation_prompt, extra))
         except Exception:  # noqa: BLE001 - what Template.render does: jinja rewrites the traceback, re-raises
             compiled.environment.handle_exception()
 
@@ -361,115 +360,211 @@ class Measurer:
                 compiled.environment.handle_exception()
             return "".join(blocks), spans
 
+    def _trainer_render(
+        self, messages: list[dict], tools: Any, add_generation_prompt: bool = False, extra=()
+    ):
+        """One ``apply_chat_template`` call of the trainer (with NeMoAutoTokenizer's system-role fallback)."""
+        return trainer.with_system_fallback(
+            lambda ms: self._render(ms, tools, add_generation_prompt, extra), messages
+        )
+
+    def _plan_exact(self, pos: int, messages: list[dict], tools: Any, rb: RenderedBatch) -> None:
+        """Render every text the trainer renders for this row; ``count_batch`` encodes them and masks on ids."""
+        tagged = self.mask_source == "generation_tags"
+        if tagged:
+            text, spans = trainer.with_system_fallback(lambda ms: self._render_tracked(ms, tools), messages)
+        else:
+            text, spans = self._trainer_render(messages, tools), []
+        roles = [m.get("role") for m in messages]
+        n = len(messages)
+        assistants = [i for i, r in enumerate(roles) if r == "assistant"]
+        needed: set[int] = set()
+        if not tagged:
+            needed.update(k for i in assistants for k in (i, i + 1) if k != n)
+        if self.spec.mask_generation_prompt:
+            needed.update(assistants)
+        plan = _ExactPlan(pos, roles, rb.add_exact(text, spans), {}, {})
+        for k in sorted(needed):
+            try:
+                plan.prefixes[k] = rb.add_exact(self._trainer_render(messages[:k], tools))
+            except Exception as err:  # noqa: BLE001 - raised again where the trainer would meet it
+                plan.prefixes[k] = err
+        if self.spec.mask_generation_prompt:
+            for i in assistants:
+                try:
+                    plan.prompts[i] = [
+                        rb.add_exact(self._trainer_render(messages[:i], tools, True, mode))
+                        for mode in self.spec.prompt_modes
+                    ]
+                except Exception as err:  # noqa: BLE001
+                    plan.prompts[i] = err
+        rb.plans.append(plan)
+
     def render_batch(self, convs: list[dict]) -> RenderedBatch:
-        """Render one batch: texts to encode plus how to turn their token counts into per-row numbers."""
-        texts: list[str] = []
-        spans: list[list[tuple[int, int]]] = []
-        # prefix_diff: per row, (index of its full text, [(prompt text index, turn text index), ...])
-        pairs: list[list[tuple[int, int]]] = []
-        turns = np.zeros(len(convs), dtype=np.int32)
-        errors: list[tuple[int, str]] = []
-        ok: list[int] = []
-        tracked = self.mask_source == "generation_tags"
+        """Render one batch: the texts to encode and how to turn their tokens into per-row numbers."""
+        rb = RenderedBatch(turns=np.zeros(len(convs), dtype=np.int32))
+        fast = self.mask_source == "generation_tags" and not self.spec.mask_generation_prompt
         for i, conv in enumerate(convs):
             try:
                 messages, tools = self._prepare(conv)
-                turns[i] = sum(1 for m in messages if m.get("role") == "assistant")
-                if tracked:
-                    text, gen = self._render_tracked(messages, tools)
-                    texts.append(text)
-                    spans.append(gen)
+                rb.turns[i] = sum(1 for m in messages if m.get("role") == "assistant")
+                if fast:
+                    text, gen = trainer.with_system_fallback(
+                        lambda ms, tools=tools: self._render_tracked(ms, tools), messages
+                    )
+                    rb.texts.append(text)
+                    rb.spans.append(gen)
+                    rb.tracked.append(i)
                 else:
-                    full = self._render(messages, tools)
-                    base = len(texts)
-                    texts.append(full)
-                    row_pairs = [(base, -1)]
-                    last = len(messages) - 1
-                    for j, m in enumerate(messages):
-                        if m.get("role") != "assistant":
-                            continue
-                        p = -1  # an assistant message first has no prompt: 0 tokens
-                        if j:
-                            texts.append(self._render(messages[:j], tools, add_generation_prompt=True))
-                            p = len(texts) - 1
-                        u = base
-                        if j != last:
-                            texts.append(self._render(messages[: j + 1], tools))
-                            u = len(texts) - 1
-                        row_pairs.append((p, u))
-                    pairs.append(row_pairs)
+                    self._plan_exact(i, messages, tools, rb)
+            except trainer.RowRejected as r:
+                rb.errors.append((i, r.code, r.message))
             except Exception as err:  # noqa: BLE001 - a template may raise anything; the row is reported
-                errors.append((i, _error_text(err)))
-                continue
-            ok.append(i)
-        return RenderedBatch(texts, spans, pairs, turns, ok, errors, tracked)
+                rb.errors.append((i, "template_render_error", _error_text(err)))
+        return rb
 
     # -- tokenizing ---------------------------------------------------------------------------------------
+    def _count_exact(self, rb: RenderedBatch) -> dict[int, tuple[int, list[tuple[int, int]], int]]:
+        """Per exact-plan row: (total, label runs, unmaskable_from), or the row goes to ``rb.errors``."""
+        if not rb.plans:
+            return {}
+        ids = [e.ids for e in self._backend.encode_batch_fast(rb.exact_texts, add_special_tokens=False)]
+        tagged = self.mask_source == "generation_tags"
+        out: dict[int, tuple[int, list[tuple[int, int]], int]] = {}
+        eos = self.spec.eos_id
+
+        for plan in rb.plans:
+
+            def prefix(k: int, plan: _ExactPlan = plan) -> list[int]:
+                got = plan.prefixes[k]
+                if isinstance(got, BaseException):
+                    raise got
+                return ids[got]
+
+            def prompts(i: int, plan: _ExactPlan = plan) -> list[list[int]]:
+                got = plan.prompts[i]
+                if isinstance(got, BaseException):
+                    raise got
+                return [ids[j] for j in got]
+
+            try:
+                full = ids[plan.full]
+                um = NO_LIMIT
+                if tagged:
+                    enc = self._backend.encode(rb.exact_texts[plan.full], add_special_tokens=False)
+                    mask = trainer.hf_assistant_mask(len(full), rb.exact_spans[plan.full], enc.char_to_token)
+                else:
+                    pm = trainer.prefix_mask(plan.roles, full, prefix, eos)
+                    mask = pm.mask
+                    if pm.unmaskable_from is not None:
+                        um = pm.unmaskable_from
+                if self.spec.mask_generation_prompt:
+                    gm = trainer.generation_prompt_mask(plan.roles, full, prefix, prompts)
+                    mask = [m if not g else 0 for m, g in zip(mask, gm, strict=True)]
+            except trainer.RowRejected as r:
+                rb.errors.append((plan.pos, r.code, r.message))
+                continue
+            except Exception as err:  # noqa: BLE001 - a prefix the template could not render
+                rb.errors.append((plan.pos, "template_render_error", _error_text(err)))
+                continue
+            out[plan.pos] = (len(full), trainer.mask_runs(mask), um)
+        return out
+
     def count_batch(self, rb: RenderedBatch) -> BatchCounts:
-        """Token counts (and supervised token runs) for the rows of a rendered batch that rendered."""
-        n = len(rb.ok)
-        total = np.zeros(n, dtype=np.int32)
-        sup = np.zeros(n, dtype=np.int32)
+        """Token counts (and supervised label runs) for the rows of a rendered batch that the trainer reads."""
+        per_row: dict[int, tuple[int, list[tuple[int, int]], int]] = {}
+        if rb.tracked:
+            for pos, (n, runs) in zip(rb.tracked, self._tracked_counts(rb.texts, rb.spans), strict=True):
+                per_row[pos] = (n, runs, NO_LIMIT)
+        per_row.update(self._count_exact(rb))
+        ok = sorted(per_row)
+        total = np.zeros(len(ok), dtype=np.int32)
+        sup = np.zeros(len(ok), dtype=np.int32)
+        um = np.full(len(ok), NO_LIMIT, dtype=np.int32)
         run_row: list[int] = []
         run_start: list[int] = []
         run_end: list[int] = []
-        if rb.tracked:
-            for k, (n, runs) in enumerate(self._tracked_counts(rb.texts, rb.spans)):
-                total[k] = n
-                sup[k] = sum(hi - lo for lo, hi in runs)
-                for lo, hi in runs:
+        for k, pos in enumerate(ok):
+            n, runs, limit = per_row[pos]
+            total[k] = n
+            um[k] = limit
+            s = 0
+            for lo, hi in runs:
+                lo = max(lo, 1)  # the shift: the first token is never a label
+                if hi > lo:
                     run_row.append(k)
                     run_start.append(lo)
                     run_end.append(hi)
-        else:
-            lens = self._lengths(rb.texts)
-            for k, row_pairs in enumerate(rb.pairs):
-                total[k] = lens[row_pairs[0][0]]
-                s = 0
-                for p, u in row_pairs[1:]:
-                    lo, hi = (lens[p] if p >= 0 else 0), lens[u]
-                    # The turn sits at [lo, hi) when the prompt renders as a prefix; a turn that renders
-                    # shorter than its prompt trains nothing.
-                    if hi > lo:
-                        run_row.append(k)
-                        run_start.append(lo)
-                        run_end.append(hi)
-                        s += hi - lo
-                sup[k] = s
-        ok = np.asarray(rb.ok, dtype=np.int64)
+                    s += hi - lo
+            sup[k] = s
+        oka = np.asarray(ok, dtype=np.int64)
         return BatchCounts(
-            ok=ok,
+            ok=oka,
             total=total,
             supervised=sup,
-            turns=rb.turns[ok] if n else np.zeros(0, dtype=np.int32),
+            turns=rb.turns[oka] if len(ok) else np.zeros(0, dtype=np.int32),
             run_row=np.asarray(run_row, dtype=np.int32),
             run_start=np.asarray(run_start, dtype=np.int32),
             run_end=np.asarray(run_end, dtype=np.int32),
-            errors=rb.errors,
+            errors=sorted(rb.errors),
+            unmaskable_from=um,
         )
 
 
 @dataclass
 class BatchCounts:
-    ok: np.ndarray  # positions (in the batch) of the rows that rendered
+    ok: np.ndarray  # positions (in the batch) of the rows measured
     total: np.ndarray
     supervised: np.ndarray
     turns: np.ndarray
     run_row: np.ndarray  # index into ok
     run_start: np.ndarray
     run_end: np.ndarray
-    errors: list[tuple[int, str]]
+    errors: list[tuple[int, str, str]]  # (position, finding code, message)
+    unmaskable_from: np.ndarray = field(default_factory=lambda: _EMPTY_I32)
+
+
+@dataclass
+class _ExactPlan:
+    pos: int
+    roles: list[str]
+    full: int  # index into RenderedBatch.exact_texts
+    prefixes: dict[int, Any]  # k -> text index of messages[:k] (or the error rendering it raised)
+    prompts: dict[int, Any]  # assistant index -> text indices of its generation prompts (or the error)
 
 
 @dataclass
 class RenderedBatch:
-    texts: list[str]
-    spans: list[list[tuple[int, int]]]
-    pairs: list[list[tuple[int, int]]]
     turns: np.ndarray
-    ok: list[int]
-    errors: list[tuple[int, str]]
-    tracked: bool
+    texts: list[str] = field(default_factory=list)  # generation-tag rows (fast path)
+    spans: list[list[tuple[int, int]]] = field(default_factory=list)
+    tracked: list[int] = field(default_factory=list)  # their positions in the batch
+    exact_texts: list[str] = field(default_factory=list)  # rows masked on token ids (prefix masking)
+    exact_spans: list[list[tuple[int, int]]] = field(default_factory=list)
+    plans: list[_ExactPlan] = field(default_factory=list)
+    errors: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def add_exact(self, text: str, spans: list[tuple[int, int]] | None = None) -> int:
+        self.exact_texts.append(text)
+        self.exact_spans.append(spans or [])
+        return len(self.exact_texts) - 1
+
+
+def _hf_runs(enc: Any, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """transformers 5.18's ``assistant_masks`` as token runs: for each span, the tokens from the one holding
+    its first character to the one holding its last (to the end when that maps to no token, or to token 0:
+    transformers tests ``if end_token``); a span whose first character maps to no token ends the loop."""
+    n = len(enc)
+    runs: list[tuple[int, int]] = []
+    for a, b in spans:
+        lo = enc.char_to_token(a)
+        if lo is None:
+            break
+        end = enc.char_to_token(b - 1) if b > 0 else None
+        hi = end + 1 if end else n
+        if hi > lo:
+            _add_run(runs, lo, hi)
+    return runs
 
 
 def _error_text(err: BaseException) -> str:
@@ -511,35 +606,6 @@ def _merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((lo, hi))
     return out
-
-
-def _runs_by_chars(enc: Any, spans: list[tuple[int, int]], text_len: int) -> list[tuple[int, int]] | None:
-    """``_overlapping_runs`` without building the offsets list: two char-to-token lookups per span.
-
-    The first token overlapping [a, b) is the one holding char a; the run ends before the token holding char
-    b, or after it when that token starts before b. None when a char maps to no token (then use offsets).
-    """
-    n = len(enc)
-    runs: list[tuple[int, int]] = []
-    last = 0
-    for a, b in spans:
-        if a >= text_len:
-            continue
-        lo = enc.char_to_token(a)
-        if lo is None:
-            return None
-        if b >= text_len:
-            hi = n
-        else:
-            m = enc.char_to_token(b)
-            if m is None:
-                return None
-            hi = m + 1 if enc.token_to_chars(m)[0] < b else m
-        lo = max(lo, last)
-        if hi > lo:
-            runs.append((lo, hi))
-            last = hi
-    return runs
 
 
 # Rust's char::is_whitespace (Unicode White_Space), what the tokenizers library strips around added tokens.
@@ -770,33 +836,42 @@ def _set_metaspace_never(node: Any) -> bool:
     return False
 
 
-# -- the reference: what the trainer's call gives, one conversation at a time (tests and benchmarks) ------------
-def count_naive(tokenizer: Any, conv: dict, mask_source: str = "auto") -> tuple[int, int]:
-    """(total, supervised) through ``apply_chat_template`` itself; slow, exact by definition."""
-    tools = conv.get("tools")
-    if isinstance(tools, str):
-        tools = json.loads(tools) if tools.strip() else None
-    source = resolve_mask_source(tokenizer.get_chat_template(None, tools), mask_source)
-    messages = conv["messages"]
-    if source == "generation_tags":
-        out = tokenizer.apply_chat_template(
-            messages, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+# -- the reference: what the trainer's calls give, one conversation at a time (tests and benchmarks) -----------
+def count_naive(tokenizer: Any, conv: dict, mask_generation_prompt: bool = False) -> tuple[int, int]:
+    """(total, supervised labels) through transformers' own ``apply_chat_template`` rendering and the tokenizer
+    call, masked by ``dataprep.trainer``; slow, exact by construction. Raises what the trainer raises."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    messages, tools = trainer.row_inputs(conv)
+
+    def render(ms: list[dict], *, tools: Any, add_generation_prompt: bool, **kw: Any):
+        template = tokenizer.get_chat_template(None, tools)
+        texts, spans = render_jinja_template(
+            conversations=[ms],
+            tools=tools,
+            documents=None,
+            chat_template=template,
+            return_assistant_tokens_mask=True,
+            add_generation_prompt=add_generation_prompt,
+            **{**tokenizer.special_tokens_map, **kw},
         )
-        return len(out["input_ids"]), int(sum(out["assistant_masks"]))
-    ids = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True)["input_ids"]
-    sup = 0
-    for j, m in enumerate(messages):
-        if m.get("role") != "assistant":
-            continue
-        upto = tokenizer.apply_chat_template(messages[: j + 1], tools=tools, tokenize=True, return_dict=True)
-        prompt_len = 0
-        if j:
-            prompt = tokenizer.apply_chat_template(
-                messages[:j], tools=tools, tokenize=True, return_dict=True, add_generation_prompt=True
-            )
-            prompt_len = len(prompt["input_ids"])
-        sup += max(0, len(upto["input_ids"]) - prompt_len)
-    return len(ids), sup
+        return texts[0], spans[0]
+
+    def encode(text: str) -> Any:
+        return tokenizer(text, add_special_tokens=False)._encodings[0]
+
+    sample = trainer.trainer_sample(
+        messages,
+        tools,
+        render=render,
+        encode=encode,
+        chat_template=tokenizer.chat_template,
+        eos_id=tokenizer.eos_token_id,
+        mask_generation_prompt=mask_generation_prompt,
+    )
+    if sample.raises_at(None):
+        raise ValueError(f"{trainer.UNMASKABLE}: {sample.unmaskable_reason}")
+    return sample.total, sample.supervised()
 
 
 # -- driving: batches, a tokenizing thread, optional worker processes ------------------------------------------
@@ -832,9 +907,10 @@ class Collector:
 
     def __init__(self) -> None:
         self.parts: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("rows", "total", "supervised", "turns", "run_row", "run_start", "run_end")
+            k: []
+            for k in ("rows", "total", "supervised", "turns", "run_row", "run_start", "run_end", "unmaskable")
         }
-        self.errors: list[tuple[int, str]] = []
+        self.errors: list[tuple[int, str, str]] = []
         self.measured = 0
 
     def add(self, rows: list[int], bc: BatchCounts) -> int:
@@ -846,8 +922,9 @@ class Collector:
         p["run_row"].append(bc.run_row + self.measured)
         p["run_start"].append(bc.run_start)
         p["run_end"].append(bc.run_end)
+        p["unmaskable"].append(bc.unmaskable_from)
         self.measured += len(bc.ok)
-        self.errors.extend((rows[i], msg) for i, msg in bc.errors)
+        self.errors.extend((rows[i], code, msg) for i, code, msg in bc.errors)
         return len(rows)
 
     def result(self, mask_source: str) -> TokenCounts:
@@ -861,10 +938,11 @@ class Collector:
             supervised=cat("supervised", np.int32),
             turns=cat("turns", np.int32),
             mask_source=mask_source,
-            render_errors=tuple(self.errors),
+            rejected=tuple(self.errors),
             run_row=cat("run_row", np.int32),
             run_start=cat("run_start", np.int32),
             run_end=cat("run_end", np.int32),
+            unmaskable_from=cat("unmaskable", np.int32),
         )
 
 
@@ -872,15 +950,23 @@ def measure_conversations(
     conversations: Iterable[tuple[int, dict]],
     tokenizer_or_loaded: Any,
     *,
-    mask_source: str = "auto",
+    mask_generation_prompt: bool = False,
     workers: int = 1,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     progress: Callable[[int], None] | None = None,
     piece_cache: bool = True,
 ) -> TokenCounts:
-    """Measure every (row number, conversation); ``progress(n)`` is called with the rows done per batch."""
+    """Measure every (row number, conversation); ``progress(n)`` is called with the rows done per batch.
+
+    ``mask_generation_prompt``: ChatDataset's option of that name (the recipe's ``dataset`` section).
+    """
     portable = workers > 1  # worker processes rebuild the tokenizer from the spec
-    spec = make_spec(tokenizer_or_loaded, mask_source=mask_source, piece_cache=piece_cache, portable=portable)
+    spec = make_spec(
+        tokenizer_or_loaded,
+        mask_generation_prompt=mask_generation_prompt,
+        piece_cache=piece_cache,
+        portable=portable,
+    )
     backend = _backend_of(tokenizer_or_loaded)
     col = Collector()
     batches = batched(conversations, max(1, batch_rows))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -191,6 +192,7 @@ class ValidateResult:
     first_rows: dict[str, tuple[int, ...]]
     first_message: dict[str, str]
     problems: tuple[dict[str, Any], ...]
+    file_problem: str | None = None  # why AutoModel's ChatDataset would not read the file as it is
 
     @property
     def invalid(self) -> int:
@@ -200,6 +202,8 @@ class ValidateResult:
         from .findings import finding
 
         out = []
+        if self.file_problem:
+            out.append(finding("chat_dataset_cannot_read", f"{self.path}: {self.file_problem}"))
         for code, n in sorted(self.by_code.items(), key=lambda kv: (-kv[1], kv[0])):
             rows = self.first_rows[code]
             out.append(
@@ -221,6 +225,7 @@ class ValidateResult:
             "invalid": self.invalid,
             "by_code": dict(sorted(self.by_code.items())),
             "problems": list(self.problems),
+            "file_problem": self.file_problem,
         }
 
 
@@ -291,6 +296,22 @@ def _as_chat_dataset_reads(obj: Any) -> tuple[Any, list[Problem]]:
     return {**obj, "messages": messages}, problems
 
 
+def chat_dataset_file_problem(path: str, compression: str | None = None) -> str | None:
+    """Why AutoModel 0.7.0's ChatDataset would not read ``path`` line by line (None: it would).
+
+    It reads ``.jsonl``/``.ndjson`` line by line, parses any other name as ONE JSON document (a JSONL file named
+    ``.json`` fails with "Extra data"), and never decompresses.
+    """
+    if path == "-":
+        return None
+    if compression and compression != "none":
+        return f"{compression}-compressed: ChatDataset does not decompress"
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".jsonl", ".ndjson"):
+        return f"named {suffix or 'without a suffix'}: ChatDataset parses it as one JSON document, not line by line"
+    return None
+
+
 def validate_file(path: str) -> ValidateResult:
     """Check every line of a messages JSONL with ``validate_conversation``; line numbers are 1-based.
 
@@ -314,6 +335,11 @@ def validate_file(path: str) -> ValidateResult:
             problems.append({"line": line, **p.to_dict()})
 
     fh = _open_lines(path)
+    file_problem = None
+    if path != "-":
+        from .sources.sniff import sniff_file
+
+        file_problem = chat_dataset_file_problem(path, sniff_file(path).compression)
     n = 0
     try:
         for n, raw in enumerate(fh, start=1):
@@ -369,4 +395,5 @@ def validate_file(path: str) -> ValidateResult:
         first_rows={k: tuple(v) for k, v in first_rows.items()},
         first_message=first_message,
         problems=tuple(problems),
+        file_problem=file_problem,
     )

@@ -670,8 +670,10 @@ def iter_conversations(
     encoding: str | None = None,
     all_paths: bool = False,
     batch_rows: int = 8192,
+    on_reject: Callable[[Reject], None] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(source row number, valid conversation) for every row that converts and validates; rejects skipped.
+    """(source row number, valid conversation) for every row that converts and validates; each reject goes to
+    ``on_reject`` (nothing is silent: stats counts them).
 
     Detection and refusals (packed input, unknown schema, preference data...) raise before the first item.
     """
@@ -679,14 +681,18 @@ def iter_conversations(
         role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
     )
     plan = prepare(path, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
-    return valid_only(iter_converted(plan.converter, plan.batches))
+    return valid_only(iter_converted(plan.converter, plan.batches), on_reject)
 
 
-def valid_only(items: Iterable[tuple[int, dict[str, Any]] | Reject]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The conversations of ``iter_converted``'s stream, rejects skipped (stats and measuring need no rejects)."""
+def valid_only(
+    items: Iterable[tuple[int, dict[str, Any]] | Reject], on_reject: Callable[[Reject], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The conversations of ``iter_converted``'s stream; rejects go to ``on_reject`` when given."""
     for item in items:
         if not isinstance(item, Reject):
             yield item
+        elif on_reject is not None:
+            on_reject(item)
 
 
 def detect_path(path: str | Path, *, encoding: str | None = None) -> Detection:

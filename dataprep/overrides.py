@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 CHAT_DATASET_TARGET = "nemo_automodel.components.datasets.llm.chat_dataset.ChatDataset"
-# ChatDataset.__init__(path_or_dataset_id, tokenizer, *, split, name, seq_length, padding, truncation,
-# start_of_turn_token, chat_template, shuffle_seed): the recipe supplies the tokenizer.
+# ChatDatasetConfig of nemo-automodel 0.7.0 (it raises TypeError on any other key); the recipe supplies the
+# tokenizer.
 CHAT_DATASET_KEYS = frozenset(
     {
         "_target_",
@@ -30,6 +30,11 @@ CHAT_DATASET_KEYS = frozenset(
         "start_of_turn_token",
         "chat_template",
         "shuffle_seed",
+        "mask_reasoning_content",
+        "mask_history",
+        "unshifted",
+        "skip_invalid_samples",
+        "mask_generation_prompt",
     }
 )
 DATASET_SECTIONS = ("dataset", "validation_dataset")
@@ -46,8 +51,12 @@ def chat_dataset_section(
     chat_template: str | os.PathLike | None = None,
     padding: str | bool = "do_not_pad",
     truncation: str | bool = True,
+    mask_generation_prompt: bool = False,
 ) -> dict[str, Any]:
     """A ``dataset:`` section for ChatDataset reading ``path`` (made absolute).
+
+    ``mask_generation_prompt: true`` for templates without ``{% generation %}`` tags: AutoModel's prefix masking
+    otherwise trains every assistant turn's header (``dataprep.trainer``).
 
     ChatDataset treats a path that contains ``/`` and does not exist locally as a Hub id, so the path is
     always absolute. ``truncation: true`` makes ``seq_length`` take effect (it does nothing without
@@ -64,6 +73,8 @@ def chat_dataset_section(
         section["padding"] = padding
     if chat_template is not None:
         section["chat_template"] = _template_value(chat_template)
+    if mask_generation_prompt:
+        section["mask_generation_prompt"] = True
     return section
 
 
@@ -102,6 +113,7 @@ def build_overrides(
     method: Method = "sft",
     chat_template: str | os.PathLike | None = None,
     plan_overrides: Mapping[str, Any] | None = None,
+    mask_generation_prompt: bool = False,
 ) -> dict[str, Any]:
     """The nested overrides for the chosen recipe: the plan's sections plus the dataset sections.
 
@@ -121,7 +133,9 @@ def build_overrides(
     if validation_path is not None:
         sections["validation_dataset"] = validation_path
     for name, path in sections.items():
-        base = chat_dataset_section(path, seq_length=seq, chat_template=chat_template)
+        base = chat_dataset_section(
+            path, seq_length=seq, chat_template=chat_template, mask_generation_prompt=mask_generation_prompt
+        )
         extra, _dropped = _filter_dataset(plan.get(name) or {})
         extra.pop("path_or_dataset_id", None)
         extra.pop("_target_", None)

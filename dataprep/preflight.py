@@ -531,13 +531,26 @@ class _Run:
                 for i, line in enumerate(fh):
                     yield (int(rows[i]) if rows is not None and i < len(rows) else i + 1), json.loads(line)
 
+    @property
+    def mask_generation_prompt(self) -> bool:
+        """Recommended for templates without generation tags: AutoModel's prefix masking otherwise trains
+        every assistant header, which the model never generates (the template writes it)."""
+        loaded = getattr(self, "loaded", None)
+        return loaded is not None and loaded.template is not None and not loaded.has_generation_tags
+
     def stats(self) -> None:
         from .stats import compute_stats
 
         seq_lengths = tuple(
             sorted({*self.o.seq_lengths, *([self.o.seq_length] if self.o.seq_length else [])})
         )
-        kwargs = {"seq_lengths": seq_lengths, "batch_sizes": self.o.batch_sizes, "sample": self.o.sample}
+        kwargs = {
+            "seq_lengths": seq_lengths,
+            "batch_sizes": self.o.batch_sizes,
+            "sample": self.o.sample,
+            # what the overrides will set: measure the masking the trainer will then do
+            "mask_generation_prompt": self.mask_generation_prompt,
+        }
         kwargs = _accepted(compute_stats, {**kwargs, "workers": self.o.workers})
         result = compute_stats(self._split_conversations(), self.loaded, **kwargs)
         self.stats_dict = result.to_dict()
@@ -586,6 +599,7 @@ class _Run:
             method=self.o.method,
             chat_template=self.o.chat_template,
             plan_overrides=plan_over,
+            mask_generation_prompt=self.mask_generation_prompt,
         )
         self.command_line = command_line(self.overrides, config=self.o.recipe_config)
         header = (

@@ -308,8 +308,6 @@ def compile_template(template: str) -> jinja2.Template:
 # Inputs (as transformers prepares them)
 # ------------------------------------------------------------------------------------------------
 
-_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
-
 
 def _plain(value: Any) -> Any:
     """JSON-native copy: the template sees only plain types (as transformers' _plain_template_data)."""
@@ -333,15 +331,9 @@ def _plain(value: Any) -> Any:
 
 
 def prepare_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Drop None-valued keys and alias reasoning fields, as ``apply_chat_template`` does before rendering."""
-    out = []
-    for m in messages:
-        m = {k: _plain(v) for k, v in m.items() if v is not None}
-        reasoning = next((m[k] for k in _REASONING_FIELDS if m.get(k) is not None), None)
-        if reasoning is not None:
-            m = {"thinking": reasoning, **m, "reasoning_content": reasoning}
-        out.append(m)
-    return out
+    """Plain copies of the messages: transformers 5.18 (what AutoModel 0.7.0 pins) hands them to the template
+    as they are, None-valued keys included and no reasoning aliases."""
+    return [{k: _plain(v) for k, v in m.items()} for m in messages]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -444,11 +436,17 @@ def render_for(
     overrides: Mapping[str, Any] | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Rendered:
-    """``render`` with a LoadedTokenizer's template and special tokens (what apply_chat_template passes)."""
+    """``render`` with a LoadedTokenizer's template and special tokens (what apply_chat_template passes).
+
+    With tools, the template transformers picks: a named ``tool_use`` template when the tokenizer has one.
+    """
     if loaded.template is None:
         raise RenderError("error", "the tokenizer has no chat template")
+    template = loaded.template
+    if tools is not None and isinstance(getattr(loaded.tokenizer, "chat_template", None), dict):
+        template = loaded.tokenizer.get_chat_template(None, tools)
     return render(
-        loaded.template,
+        template,
         messages,
         tools=tools,
         add_generation_prompt=add_generation_prompt,

@@ -11,6 +11,11 @@
 - for each sequence length, packing efficiency with first-fit decreasing;
 - a recommended sequence length (``RECOMMENDATION_RULE``).
 
+Nothing is silent: every row read is measured or counted under a finding with its rows
+(``rows_read = rows + sum(rows_skipped.values())``): rows the converter rejects (``Skipped``), rows the trainer
+would raise on while reading them, rows the template cannot render, and rows whose loss mask AutoModel cannot
+build (``mask_unbuildable``; measured, but training stops on them).
+
 The distribution functions take plain numpy arrays, so plan and tests can use them without a tokenizer.
 """
 
@@ -23,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .findings import Finding, finding
+from .findings import CATALOGUE, Finding, finding
 from .measure import TokenCounts, measure_conversations
+from .trainer import AUTOMODEL_VERSION, MASK_SOURCE_MEANING
 
 DEFAULT_SEQ_LENGTHS: tuple[int, ...] = (512, 1024, 2048, 4096, 8192)
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -37,6 +43,47 @@ RECOMMENDATION_RULE = (
 )
 # transformers sets model_max_length to a huge sentinel when the tokenizer does not say.
 _NO_MAX_LENGTH = 10**9
+FIRST_ROWS = 100  # rows listed in a finding (the count is always the whole)
+
+
+class Skipped:
+    """Rows read but not measured because the converter rejected them: count, first rows, first message."""
+
+    def __init__(self) -> None:
+        self.by_code: dict[str, list[Any]] = {}
+
+    def add(self, row: int, code: str, message: str) -> None:
+        entry = self.by_code.setdefault(code, [0, [], message])
+        entry[0] += 1
+        if len(entry[1]) < FIRST_ROWS:
+            entry[1].append(int(row))
+
+    def add_reject(self, reject: Any) -> None:
+        self.add(reject.row, reject.code, reject.message)
+
+    @property
+    def total(self) -> int:
+        return sum(e[0] for e in self.by_code.values())
+
+    def counts(self) -> dict[str, int]:
+        return {code: e[0] for code, e in sorted(self.by_code.items())}
+
+    def findings(self) -> list[Finding]:
+        out = []
+        for code, (n, rows, message) in sorted(self.by_code.items()):
+            sev = "warning" if CATALOGUE[code].severity.value == "error" else None
+            out.append(
+                finding(
+                    code,
+                    f"{n} row(s) not measured: the converter rejects them (row {rows[0]}: {message})",
+                    rows=rows,
+                    severity=sev,
+                    count=n,
+                    hint="dataprep normalize writes them to the rejects file with the reason; "
+                    "train on its output, not on this file",
+                )
+            )
+        return out
 
 
 # -- distribution ---------------------------------------------------------------------------------------------
@@ -322,6 +369,8 @@ class StatsResult:
     model_max_length: int | None
     histogram: dict[str, Any]
     findings: tuple[Finding, ...] = field(default=())
+    rows_skipped: dict[str, int] = field(default_factory=dict)  # finding code -> rows read, not measured
+    mask_generation_prompt: bool = False
 
     @property
     def rows(self) -> int:
@@ -335,9 +384,14 @@ class StatsResult:
         return {
             "rows": self.rows,
             "rows_read": self.rows_read,
+            "rows_skipped": dict(self.rows_skipped),
             "sampled": self.sampled,
             "rows_render_error": len(self.counts.render_errors),
+            "rows_mask_unbuildable": int(self.counts.unmaskable().size),
             "mask_source": self.mask_source,
+            "mask_source_meaning": MASK_SOURCE_MEANING.get(self.mask_source),
+            "mask_generation_prompt": self.mask_generation_prompt,
+            "trainer_model": f"nemo-automodel {AUTOMODEL_VERSION}",
             "model_max_length": self.model_max_length,
             "tokens": {"total": self.tokens_total, "supervised": self.tokens_supervised},
             "turns": self.turns,
@@ -359,18 +413,28 @@ def stats_from_counts(
     model_max_length: int | None = None,
     rows_read: int | None = None,
     sampled: bool = False,
+    skipped: Skipped | None = None,
+    mask_generation_prompt: bool = False,
 ) -> StatsResult:
-    """Everything ``compute_stats`` reports, from counts already measured."""
+    """Everything ``compute_stats`` reports, from counts already measured.
+
+    ``skipped``: the rows the converter rejected on the way (counted in ``rows_read`` and reported).
+    """
     seq_lengths = sorted({int(s) for s in seq_lengths})
     batch_sizes = sorted({int(b) for b in batch_sizes})
     if any(s <= 0 for s in seq_lengths) or any(b <= 0 for b in batch_sizes):
         raise ValueError("sequence lengths and batch sizes must be positive")
     total = counts.total
     rec = recommend_seq_length(counts, model_max_length)
-    findings = _findings(counts, rec, model_max_length, seq_lengths)
+    findings = (skipped.findings() if skipped else []) + _findings(counts, rec, model_max_length, seq_lengths)
+    rows_skipped = dict(skipped.counts()) if skipped else {}
+    for _, code, _ in counts.rejected:
+        rows_skipped[code] = rows_skipped.get(code, 0) + 1
+    if rows_read is None:
+        rows_read = len(counts) + sum(rows_skipped.values())
     return StatsResult(
         counts=counts,
-        rows_read=len(counts) + len(counts.render_errors) if rows_read is None else rows_read,
+        rows_read=rows_read,
         sampled=sampled,
         tokens_total=summarize(total),
         tokens_supervised=summarize(counts.supervised),
@@ -382,6 +446,8 @@ def stats_from_counts(
         model_max_length=model_max_length,
         histogram=histogram(total, counts.supervised),
         findings=tuple(findings),
+        rows_skipped=rows_skipped,
+        mask_generation_prompt=mask_generation_prompt,
     )
 
 
@@ -389,14 +455,36 @@ def _findings(
     counts: TokenCounts, rec: int | None, model_max_length: int | None, seq_lengths: Sequence[int]
 ) -> list[Finding]:
     out: list[Finding] = []
-    if counts.render_errors:
-        rows = [r for r, _ in counts.render_errors]
-        first_row, first_msg = counts.render_errors[0]
+    by_code: dict[str, list[tuple[int, str]]] = {}
+    for row, code, msg in counts.rejected:
+        by_code.setdefault(code, []).append((row, msg))
+    for code, items in sorted(by_code.items()):
+        first_row, first_msg = items[0]
+        what = (
+            "the chat template cannot render"
+            if code == "template_render_error"
+            else "AutoModel's ChatDataset raises on"
+        )
         out.append(
             finding(
-                "template_render_error",
-                f"{len(rows)} row(s) the chat template cannot render (not counted); row {first_row}: {first_msg}",
-                rows=rows,
+                code,
+                f"{len(items)} row(s) {what} (not measured; training stops on them); row {first_row}: {first_msg}",
+                rows=[r for r, _ in items[:FIRST_ROWS]],
+                severity="error",
+                count=len(items),
+            )
+        )
+    bad = counts.unmaskable()
+    if bad.size:
+        at_rec = counts.unmaskable(rec).size if rec else bad.size
+        out.append(
+            finding(
+                "mask_unbuildable",
+                f"{bad.size} row(s) whose loss mask AutoModel cannot build from conversation prefixes: rendering a "
+                f"conversation's start alone is not a prefix of rendering the whole (training raises "
+                f"'Cannot build an answer-only loss mask'); {at_rec} still do when truncated to {rec}",
+                rows=counts.rows[bad][:FIRST_ROWS].tolist(),
+                count=int(bad.size),
             )
         )
     none = counts.rows[counts.supervised <= 0]
@@ -468,14 +556,17 @@ def compute_stats(
     sample: int | None = None,
     workers: int = 1,
     model_max_length: int | None = None,
-    mask_source: str = "auto",
+    mask_generation_prompt: bool = False,
     progress: Callable[[int], None] | None = None,
+    skipped: Skipped | None = None,
 ) -> StatsResult:
     """Measure (row number, conversation) pairs through ``loaded``'s chat template and summarize.
 
     ``loaded`` is a ``LoadedTokenizer`` (or a transformers fast tokenizer with a chat template).
     ``sample``: measure a uniform random sample of that many rows (seeded) instead of every row.
     ``model_max_length``: defaults to the tokenizer's, when it states one.
+    ``mask_generation_prompt``: the recipe's ``dataset.mask_generation_prompt`` (ChatDataset's option).
+    ``skipped``: collects the rows the caller's converter rejected (``iter_conversations(on_reject=...)``).
     """
     if sample is not None and sample <= 0:
         raise ValueError("sample must be positive")
@@ -483,9 +574,11 @@ def compute_stats(
     items: Iterable[tuple[int, dict]] = conversations
     if sample is not None:
         items, rows_read = reservoir_sample(conversations, sample)
-    counts = measure_conversations(items, loaded, mask_source=mask_source, workers=workers, progress=progress)
-    if rows_read is None:
-        rows_read = len(counts) + len(counts.render_errors)
+    counts = measure_conversations(
+        items, loaded, mask_generation_prompt=mask_generation_prompt, workers=workers, progress=progress
+    )
+    if rows_read is not None and skipped is not None:
+        rows_read += skipped.total
     mml = model_max_length if model_max_length is not None else tokenizer_max_length(loaded)
     return stats_from_counts(
         counts,
@@ -493,5 +586,7 @@ def compute_stats(
         batch_sizes=batch_sizes,
         model_max_length=mml,
         rows_read=rows_read,
-        sampled=sample is not None and rows_read > len(counts) + len(counts.render_errors),
+        sampled=sample is not None and rows_read > len(counts) + len(counts.rejected),
+        skipped=skipped,
+        mask_generation_prompt=mask_generation_prompt,
     )

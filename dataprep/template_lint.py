@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from . import trainer
 from .findings import Finding, finding
 from .render import DEFAULT_LIMITS, Limits, Rendered, RenderError, compile_template, render_for
 
@@ -87,107 +88,60 @@ class SupervisedRender:
 
 
 def trainer_view(conversation: Any) -> tuple[list[dict], list[dict] | None]:
-    """(messages, tools) as AutoModel's ChatDataset hands them to the template (DESIGN.md, 2026-08): content
-    None -> "", list content -> its text parts joined by spaces, non-string tool-call arguments JSON-dumped,
-    tools given as a JSON string parsed, tools that are not a list dropped."""
-
-    if isinstance(conversation, Mapping):
-        messages, tools = conversation["messages"], conversation.get("tools")
-    else:
-        messages, tools = conversation, None
-    if isinstance(tools, str):
-        try:
-            tools = json.loads(tools)
-        except json.JSONDecodeError:
-            tools = None
-    if not isinstance(tools, list):
-        tools = None
-    out = []
-    for m in messages:
-        m = dict(m)
-        content = m.get("content")
-        if content is None:
-            m["content"] = ""
-        elif isinstance(content, list):
-            m["content"] = " ".join(p["text"] for p in content if isinstance(p, dict) and "text" in p)
-        if isinstance(m.get("tool_calls"), list):
-            calls = []
-            for call in m["tool_calls"]:
-                fn = call.get("function") if isinstance(call, dict) else None
-                if isinstance(fn, dict) and "arguments" in fn and not isinstance(fn["arguments"], str):
-                    call = {
-                        **call,
-                        "function": {**fn, "arguments": json.dumps(fn["arguments"], ensure_ascii=False)},
-                    }
-                calls.append(call)
-            m["tool_calls"] = calls
-        out.append(m)
-    return out, tools
+    """(messages, tools) as AutoModel's ChatDataset hands them to the template (``dataprep.trainer.row_inputs``);
+    a bare list of messages is a row without tools. Raises ``trainer.RowRejected`` where ChatDataset raises."""
+    row = conversation if isinstance(conversation, Mapping) else {"messages": list(conversation)}
+    return trainer.row_inputs(row)
 
 
-def _encode(tok: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+def assistant_spans(
+    loaded: Any, conversation: Any, *, limits: Limits = DEFAULT_LIMITS, mask_generation_prompt: bool = False
+) -> SupervisedRender:
+    """Render + tokenize one conversation (``{"messages", "tools"?}`` or a message list) as the trainer does and
+    mark its supervised tokens (the labels that are not -100) with ``dataprep.trainer``'s model of ChatDataset.
 
-
-def _token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[int]:
-    """1 for every token overlapping a span (transformers' rule for assistant_masks)."""
-    mask = [0] * len(offsets)
-    spans = sorted(spans)
-    j = 0
-    for i, (start, end) in enumerate(offsets):
-        while j < len(spans) and start >= spans[j][1]:
-            j += 1
-        if j == len(spans):
-            break
-        if end > spans[j][0] and end > start:
-            mask[i] = 1
-    return mask
-
-
-def _prefix_spans(
-    loaded: Any, messages: list[dict], tools: list[dict] | None, full: str, limits: Limits
-) -> list[tuple[int, int, int]]:
-    """AutoModel's fallback: for assistant message i, [len(render(m[:i], gen prompt)), len(render(m[:i+1])))."""
-    spans = []
-    for i, m in enumerate(messages):
-        if m.get("role") != "assistant":
-            continue
-        end = (
-            len(render_for(loaded, messages[: i + 1], tools=tools, limits=limits).text)
-            if i + 1 < len(messages)
-            else len(full)
-        )
-        start = (
-            len(render_for(loaded, messages[:i], tools=tools, add_generation_prompt=True, limits=limits).text)
-            if i
-            else 0
-        )
-        if end > start:
-            spans.append((start, min(end, len(full)), i))
-    return spans
-
-
-def assistant_spans(loaded: Any, conversation: Any, *, limits: Limits = DEFAULT_LIMITS) -> SupervisedRender:
-    """Render + tokenize one conversation (``{"messages", "tools"?}`` or a message list) like the trainer, and
-    mark the supervised tokens: ``{% generation %}`` spans when the template has them, else the prefix
-    arithmetic (assistant content and closing markers, without the header). Raises RenderError."""
+    Rendering is the sandboxed, bounded ``render_for``. Raises RenderError when the template fails, and
+    ``trainer.RowRejected`` where ChatDataset raises (``mask_unbuildable`` when prefix masking fails).
+    """
     messages, tools = trainer_view(conversation)
-    rendered = render_for(loaded, messages, tools=tools, limits=limits)
-    text = rendered.text
-    if loaded.has_generation_tags:
-        source = "generation_tags"
-        raw = [(s, e, None) for s, e in rendered.generation_spans if e > s]
-        turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
-        if len(turns) == len(raw):  # one block per assistant message: name the message
-            raw = [(s, e, i) for (s, e, _), i in zip(raw, turns, strict=True)]
-    else:
-        source = "prefix_diff"
-        raw = _prefix_spans(loaded, messages, tools, text, limits)
-    ids, offsets = _encode(loaded.tokenizer, text)
-    mask = _token_mask(offsets, [(s, e) for s, e, _ in raw])
-    spans = tuple(Span(s, e, sum(_token_mask(offsets, [(s, e)])), i) for s, e, i in raw)
-    return SupervisedRender(text, spans, source, tuple(ids), tuple(offsets), tuple(mask))
+    tok = loaded.tokenizer
+
+    def render(ms: list[dict], *, tools: Any, add_generation_prompt: bool, **kw: Any):
+        out = render_for(
+            loaded,
+            ms,
+            tools=tools,
+            add_generation_prompt=add_generation_prompt,
+            overrides=kw or None,
+            limits=limits,
+        )
+        return out.text, list(out.generation_spans)
+
+    def encode(text: str) -> Any:
+        return tok(text, add_special_tokens=False).encodings[0]
+
+    sample = trainer.trainer_sample(
+        messages,
+        tools,
+        render=render,
+        encode=encode,
+        chat_template=tok.chat_template,
+        eos_id=tok.eos_token_id,
+        mask_generation_prompt=mask_generation_prompt,
+    )
+    if sample.raises_at(None):
+        raise trainer.RowRejected("mask_unbuildable", f"{trainer.UNMASKABLE}: {sample.unmaskable_reason}")
+    offsets = [tuple(o) for o in encode(sample.text).offsets]
+    runs = trainer.mask_runs(sample.mask)
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    names: list[int | None] = turns if len(turns) == len(runs) else [None] * len(runs)
+    spans = tuple(
+        Span(offsets[lo][0], offsets[hi - 1][1], hi - lo, i) for (lo, hi), i in zip(runs, names, strict=True)
+    )
+    mask = [0] + list(sample.mask[1:])  # labels: the first token is never one
+    return SupervisedRender(
+        sample.text, spans, sample.mask_source, tuple(sample.ids), tuple(offsets), tuple(mask)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -482,17 +436,20 @@ def _check_prefix(ctx: _Ctx, msgs: list[dict], full: Rendered) -> bool:
 
 def _check_generation_tags(ctx: _Ctx, prefix_ok: bool, multi_sr: Any) -> None:
     if not ctx.loaded.has_generation_tags:
-        works = (
-            "prefix-based masking (AutoModel's fallback) works for this template: each turn's rendering is a "
-            "prefix of the next"
-            if prefix_ok
-            else "prefix-based masking (AutoModel's fallback) FAILS for this template: earlier turns render "
-            "differently once later turns exist, so masks land on the wrong tokens"
+        loose = trainer.ANY_GENERATION_TAG_RE.search(ctx.loaded.template or "") is not None
+        note = (
+            "the template writes {%generation%} without spaces, which AutoModel's tag regex does not see, so "
+            if loose
+            else "the template has no {% generation %} tags, so "
         )
+        if multi_sr is None:
+            return  # mask_unbuildable says what happens instead
         ctx.add(
             "generation_tags_missing",
-            f"the template has no {{% generation %}} tags; {works}",
-            severity="info" if prefix_ok else "warning",
+            note
+            + "AutoModel masks by conversation prefixes: every assistant turn's header is trained as well "
+            "as its answer unless the recipe sets dataset.mask_generation_prompt: true (preflight writes it)",
+            severity="warning" if loose else "info",
             prefix_masking_works=prefix_ok,
         )
         return
@@ -625,6 +582,14 @@ def _check_tool_call(ctx: _Ctx) -> None:
         what for what, s in (("tool call", TOOL_ARG), ("tool result", TOOL_RESULT)) if s not in out.text
     ]
     ctx.probes["tool_call"]["missing"] = missing
+    encoded_twice = json.dumps(json.dumps({"query": TOOL_ARG}))[1:-1]  # {\"query\": \"...\"}
+    if encoded_twice in out.text:
+        ctx.add(
+            "tool_arguments_double_encoded",
+            "tool-call arguments render as an escaped JSON string "
+            f"('{_short(encoded_twice, 60)}'): the template applies tojson to arguments, and ChatDataset always "
+            "passes them as a string, so the model is trained on double-encoded calls",
+        )
 
 
 def _template_variables(template: str) -> set[str]:
@@ -710,6 +675,15 @@ def lint_loaded(loaded: Any, *, limits: Limits = DEFAULT_LIMITS) -> tuple[list[F
             multi_sr = assistant_spans(loaded, {"messages": msgs, "tools": ctx.tools}, limits=limits)
         except RenderError as err:
             ctx.probes["multi_spans"] = {"ok": False, "error": str(err)}
+        except trainer.RowRejected as r:
+            ctx.probes["multi_spans"] = {"ok": False, "error": r.message, "code": r.code}
+            if r.code == "mask_unbuildable":
+                ctx.add(
+                    "mask_unbuildable",
+                    "the template has no {% generation %} tags and rewrites earlier turns once later ones exist "
+                    f"(a three-turn conversation): AutoModel {trainer.AUTOMODEL_VERSION} raises '{r.message}' on "
+                    "every such row",
+                )
         if multi_sr is not None:
             _check_eos(ctx, multi_sr)
         _check_markers(ctx, multi.text)
@@ -803,6 +777,7 @@ def check_dataset(
     rows, reader = _read_rows(path, samples)
     failures: dict[str, list[int]] = {}
     no_supervised: list[int] = []
+    rejected: dict[tuple[str, str], list[int]] = {}
     rendered = 0
     first: tuple[int, dict] | None = None
     for k, (row, conv) in enumerate(rows):
@@ -813,6 +788,9 @@ def check_dataset(
             sr = assistant_spans(loaded, conv, limits=limits)
         except RenderError as err:
             failures.setdefault(str(err), []).append(row)
+            continue
+        except trainer.RowRejected as r:
+            rejected.setdefault((r.code, r.message if r.code != "mask_unbuildable" else ""), []).append(row)
             continue
         rendered += 1
         if sr.supervised_tokens == 0:
@@ -825,6 +803,14 @@ def check_dataset(
         )
         for msg, rows_ in failures.items()
     ]
+    checked = rendered + sum(map(len, failures.values())) + sum(map(len, rejected.values()))
+    for (code, msg), rows_ in rejected.items():
+        what = (
+            "AutoModel cannot build the loss mask of"
+            if code == "mask_unbuildable"
+            else f"AutoModel's ChatDataset raises on ({msg})"
+        )
+        findings.append(finding(code, f"{what} {len(rows_)} of the {checked} rows checked", rows=rows_))
     if no_supervised:
         findings.append(
             finding(
@@ -833,7 +819,7 @@ def check_dataset(
                 rows=no_supervised,
             )
         )
-    failed = sum(len(r) for r in failures.values())
+    failed = sum(len(r) for r in failures.values()) + sum(len(r) for r in rejected.values())
     return findings, DatasetCheck(str(path), rendered, failed, reader), first
 
 
@@ -863,11 +849,13 @@ def lint_template(
         candidates.append(example)
         if any(f.code == "system_role_unsupported" for f in findings):
             candidates.append({**example, "messages": example["messages"][1:]})
+        # one exchange without a system message: what a template the trainer cannot mask by prefixes still shows
+        candidates.append({**example, "messages": example["messages"][1:3]})
         for conv in candidates:
             try:
                 sample = assistant_spans(loaded, conv, limits=limits)
                 sample_messages = tuple(conv["messages"])
                 break
-            except RenderError:
+            except (RenderError, trainer.RowRejected):
                 continue
     return TemplateReport(loaded, tuple(findings), sample, sample_messages, probes, data_check)

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import trainer
 from .errors import ModelNotFound, UnreadableInput, UsageError
-
-GENERATION_RE = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 # Files a tokenizer folder may hold (name -> what it is); ``files`` reports those present.
 TOKENIZER_FILES = (
@@ -313,7 +312,12 @@ def load_tokenizer(
     model_dir = resolve_model_dir(model, allow_download=allow_download)
     template, source = find_template(model_dir, chat_template)
     tok = _load_backend(model_dir)
-    tok.chat_template = template
+    own = getattr(tok, "chat_template", None)
+    if chat_template is None and isinstance(own, dict) and template is not None and template in own.values():
+        # Named templates stay named: with tools, transformers renders the ``tool_use`` one (as the trainer).
+        pass
+    else:
+        tok.chat_template = template
     files = {name: model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()}
     for sp in sorted(model_dir.glob("*.model")):
         files.setdefault(sp.name, sp)
@@ -324,7 +328,7 @@ def load_tokenizer(
         template=template,
         template_source=source,
         template_sha256=None if template is None else sha256(template),
-        has_generation_tags=template is not None and GENERATION_RE.search(template) is not None,
+        has_generation_tags=template is not None and trainer.has_generation_tags(tok.chat_template),
         files=files,
         stop_token_ids=_stop_ids(tok, model_dir),
     )

@@ -368,26 +368,33 @@ def test_resolve_address(monkeypatch):
 )
 def test_stats_json_equals_the_local_engine(tmp_path, model, sample):
     from dataprep.normalize import iter_conversations
-    from dataprep.stats import compute_stats
+    from dataprep.stats import Skipped, compute_stats
     from dataprep.tokenizer import load_tokenizer
 
     inp = _parquet_shards(tmp_path / "in", _alpaca_rows(60), files=2, row_group=8)
     loaded = load_tokenizer(str(MODELS / model))
     kw = {"seq_lengths": (16, 32, 64), "batch_sizes": (1, 4), "sample": sample}
-    local = compute_stats(iter_conversations(inp), loaded, **kw)
+    skipped = Skipped()
+    local = compute_stats(
+        iter_conversations(inp, on_reject=skipped.add_reject), loaded, skipped=skipped, **kw
+    )
     done: list[int] = []
     remote = stats_ray(inp, loaded, block_rows=16, progress=done.append, **kw)
     assert remote.to_dict() == local.to_dict()
-    assert sum(done) == local.rows_read  # every row is measured, sampled or not
+    # every row the converter accepts is measured, sampled or not; the others are counted under findings
+    assert sum(done) + sum(local.rows_skipped.values()) == local.rows_read
 
 
 def test_stats_on_jsonl_with_rejects_and_a_model_path(tmp_path):
     from dataprep.normalize import iter_conversations
-    from dataprep.stats import compute_stats
+    from dataprep.stats import Skipped, compute_stats
     from dataprep.tokenizer import load_tokenizer
 
     loaded = load_tokenizer(str(MODELS / "chatml-gen"))
-    local = compute_stats(iter_conversations(RECORDS / "malformed.jsonl"), loaded)
+    skipped = Skipped()
+    rows = iter_conversations(RECORDS / "malformed.jsonl", on_reject=skipped.add_reject)
+    local = compute_stats(rows, loaded, skipped=skipped)
+    assert local.rows_skipped and local.rows_read == local.rows + sum(local.rows_skipped.values())
     # byte ranges of ~200 bytes: several blocks, one actor measures them all
     remote = stats_ray(RECORDS / "malformed.jsonl", str(MODELS / "chatml-gen"), actors=1, block_bytes=200)
     assert remote.to_dict() == local.to_dict()

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataprep.render import Limits, RenderError, render, render_for
-from dataprep.template_lint import PROBE_TOOLS, _token_mask
+from dataprep.template_lint import PROBE_TOOLS
 from dataprep.tokenizer import load_tokenizer
+from dataprep.trainer import hf_assistant_mask
 
 MODELS = Path(__file__).resolve().parent.parent / "fixtures" / "models"
 WITH_TEMPLATE = sorted(p.name for p in MODELS.iterdir() if p.name != "no-template")
@@ -70,7 +71,10 @@ def test_generation_spans_give_transformers_assistant_masks(loaded):
     assert len(ours.generation_spans) == 2
     enc = lt.tokenizer(ours.text, add_special_tokens=False, return_offsets_mapping=True)
     assert enc["input_ids"] == hf["input_ids"]
-    assert _token_mask(enc["offset_mapping"], ours.generation_spans) == hf["assistant_masks"]
+    assert (
+        hf_assistant_mask(len(enc["input_ids"]), ours.generation_spans, enc.encodings[0].char_to_token)
+        == hf["assistant_masks"]
+    )
 
 
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40)
@@ -87,7 +91,10 @@ def test_property_same_text_and_masks(loaded, turns, system):
     assert ours.text == _hf_text(lt, messages)
     hf = lt.tokenizer.apply_chat_template(messages, tokenize=True, return_assistant_tokens_mask=True)
     enc = lt.tokenizer(ours.text, add_special_tokens=False, return_offsets_mapping=True)
-    assert _token_mask(enc["offset_mapping"], ours.generation_spans) == hf["assistant_masks"]
+    assert (
+        hf_assistant_mask(len(enc["input_ids"]), ours.generation_spans, enc.encodings[0].char_to_token)
+        == hf["assistant_masks"]
+    )
 
 
 def test_special_tokens_are_variables(loaded):
@@ -115,10 +122,11 @@ def test_helpers_match_transformers():
     )
 
 
-def test_messages_are_prepared_like_transformers():
+def test_messages_are_passed_as_transformers_5_18_passes_them():
+    # AutoModel 0.7.0 pins transformers 5.18.0: no None-valued keys dropped, no reasoning aliases
     t = "{% for m in messages %}{{ m.keys() | list | sort | join(',') }};{{ m.reasoning_content }}|{% endfor %}"
     out = render(t, [{"role": "assistant", "content": "x", "tool_calls": None, "reasoning": "why"}]).text
-    assert out == "content,reasoning,reasoning_content,role,thinking;why|"
+    assert out == "content,reasoning,role,tool_calls;|"
 
 
 @pytest.mark.parametrize(

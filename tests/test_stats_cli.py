@@ -95,7 +95,8 @@ def test_other_inputs_are_converted_on_the_fly(cli):
     r = cli("stats", DATA / "alpaca.csv", "--model", str(MODELS / "chatml"), "--json")
     assert r.exit_code == 0, r
     d = r.json()
-    assert d["rows"] >= 1 and d["mask_source"] == "prefix_diff"
+    assert d["rows"] >= 1 and d["mask_source"] == "prefix_with_header"
+    assert d["rows_read"] == d["rows"] + sum(d["rows_skipped"].values())
 
 
 def test_rows_with_nothing_supervised_are_an_error(cli, chat_file):

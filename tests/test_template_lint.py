@@ -23,18 +23,20 @@ EXPECTED: dict[str, set[str]] = {
         "strict_alternation",
         "system_message_dropped",
         "prefix_unstable",
-        "generation_tags_missing",
+        "mask_unbuildable",  # the system text moves to the last user turn: prefixes are not prefixes
         "reasoning_dropped",
         "template_render_error",  # info: its tool role raises
     },
     "default-system": {"default_system_prompt_injected"},
-    "think-strip": {"prefix_unstable", "generation_tags_missing"},
+    "think-strip": {"prefix_unstable", "mask_unbuildable"},
     "date": {"date_injected"},
     "needs-tools": {"tools_required"},
     "pad-eos": {"pad_equals_eos"},
     "no-eos": {"eos_not_trained"},
     "plain-markers": {"marker_not_special_token", "generation_tags_missing", "reasoning_dropped"},
     "no-reasoning": {"reasoning_dropped"},
+    "tojson-args": {"tool_arguments_double_encoded"},
+    "think-strip-gen": {"prefix_unstable"},  # info: the tags make the mask, so AutoModel trains it
     "no-template": {"chat_template_missing"},
 }
 
@@ -54,6 +56,8 @@ TEMPLATE_CODES = {
     "date_injected",
     "tools_required",
     "reasoning_dropped",
+    "mask_unbuildable",
+    "tool_arguments_double_encoded",
 }
 
 
@@ -91,11 +95,33 @@ def _one(report, code):
     return f
 
 
-def test_generation_tags_missing_says_whether_prefix_masking_works(reports):
-    assert "works" in _one(reports("chatml"), "generation_tags_missing").message
-    assert _one(reports("chatml"), "generation_tags_missing").severity.value == "info"
-    failing = _one(reports("think-strip"), "generation_tags_missing")
-    assert "FAILS" in failing.message and failing.severity.value == "warning"
+def test_generation_tags_missing_says_the_header_is_trained(reports):
+    f = _one(reports("chatml"), "generation_tags_missing")
+    assert "header is trained" in f.message and "mask_generation_prompt: true" in f.message
+    assert f.severity.value == "info"
+    failing = _one(reports("think-strip"), "mask_unbuildable")
+    assert "Cannot build an answer-only loss mask" in failing.message and failing.severity.value == "error"
+
+
+def test_generation_tag_without_spaces_is_not_seen_by_automodel(tmp_path):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(MODELS / "chatml-gen", d)
+    t = (d / "chat_template.jinja").read_text()
+    (d / "chat_template.jinja").write_text(
+        t.replace("{% generation %}", "{%generation%}").replace("{% endgeneration %}", "{%endgeneration%}")
+    )
+    lt = load_tokenizer(str(d))
+    assert not lt.has_generation_tags
+    f = _one(lint_template(lt), "generation_tags_missing")
+    assert "without spaces" in f.message and f.severity.value == "warning"
+    assert (
+        assistant_spans(
+            lt, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+        ).mask_source
+        == "prefix_with_header"
+    )
 
 
 def test_default_system_prompt_reports_text_and_token_cost(reports):
@@ -186,8 +212,14 @@ def test_assistant_spans_prefix_diff_covers_answer_and_closing_marker():
         {"role": "user", "content": "Bye"},
         {"role": "assistant", "content": "Ciao"},
     ]
-    sr = assistant_spans(lt, msgs)
-    assert sr.mask_source == "prefix_diff"
+    sr = assistant_spans(lt, msgs)  # AutoModel's default: the header is trained too
+    assert sr.mask_source == "prefix_with_header"
+    assert [sr.text[s.start : s.end] for s in sr.spans] == [
+        "<|im_start|>assistant\nHello<|im_end|>\n",
+        "<|im_start|>assistant\nCiao<|im_end|>\n",
+    ]
+    sr = assistant_spans(lt, msgs, mask_generation_prompt=True)
+    assert sr.mask_source == "prefix_without_header"
     assert [sr.text[s.start : s.end] for s in sr.spans] == ["Hello<|im_end|>\n", "Ciao<|im_end|>\n"]
     supervised = lt.tokenizer.decode([t for t, m in zip(sr.input_ids, sr.mask, strict=True) if m])
     assert supervised == "Hello<|im_end|>\nCiao<|im_end|>\n"
@@ -270,4 +302,7 @@ def test_trainer_view_matches_chat_dataset():
     assert messages[1]["tool_calls"][0]["function"]["arguments"] == '{"q": 1}'
     assert tools == [{"type": "function", "function": {"name": "f"}}]
     assert conv["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"q": 1}  # input untouched
-    assert trainer_view({"messages": [], "tools": {"not": "a list"}})[1] is None
+    from dataprep.trainer import RowRejected
+
+    with pytest.raises(RowRejected, match="not a list"):  # ChatDataset raises on it
+        trainer_view({"messages": [], "tools": {"not": "a list"}})

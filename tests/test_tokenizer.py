@@ -48,7 +48,10 @@ def test_named_templates_use_default():
     default = next(t["template"] for t in named if t["name"] == "default")
     assert lt.template == default
     assert "default" in lt.template_source and "tokenizer_config.json" in lt.template_source
-    assert isinstance(lt.tokenizer.chat_template, str)
+    # the tokenizer keeps its named templates: with tools, transformers renders tool_use (as the trainer does)
+    tool_use = next(t["template"] for t in named if t["name"] == "tool_use")
+    assert lt.tokenizer.get_chat_template(None, [{"type": "function"}]) == tool_use
+    assert lt.tokenizer.get_chat_template(None, None) == default
 
 
 def test_no_template_still_loads():

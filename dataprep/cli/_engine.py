@@ -89,9 +89,11 @@ def dispatch_stats(
     _check_local(engine, ray_address)
     if engine == "local":
         from ..normalize import iter_conversations
-        from ..stats import compute_stats
+        from ..stats import Skipped, compute_stats
 
-        return compute_stats(iter_conversations(path, **convert), loaded, workers=workers, **stats_kwargs)
+        skipped = Skipped()
+        rows = iter_conversations(path, **convert, on_reject=skipped.add_reject)
+        return compute_stats(rows, loaded, workers=workers, skipped=skipped, **stats_kwargs)
     from ..engine_ray import stats_ray
 
     return stats_ray(

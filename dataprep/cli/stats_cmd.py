@@ -30,11 +30,9 @@ _PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes to measure with."
 )
 @click.option(
-    "--mask-source",
-    type=click.Choice(["auto", "generation_tags", "prefix_diff"]),
-    default="auto",
-    show_default=True,
-    help="How supervised tokens are found: {% generation %} masks when the template has them, else prefix-diff.",
+    "--mask-generation-prompt",
+    is_flag=True,
+    help="Measure as ChatDataset with mask_generation_prompt: true (the assistant header is not trained).",
 )
 @click.option(
     "--per-row",
@@ -57,7 +55,7 @@ def stats_cmd(
     batch_sizes: str,
     sample: int | None,
     workers: int,
-    mask_source: str,
+    mask_generation_prompt: bool,
     per_row: str | None,
     force: bool,
     convert: ConvertFlags,
@@ -71,8 +69,10 @@ def stats_cmd(
     """Token-length statistics for PATH, measured exactly as the trainer tokenizes it.
 
     PATH is messages JSONL or any input `normalize` reads (converted on the fly). Every row is rendered
-    through MODEL's chat template and tokenized (total tokens; supervised tokens from {% generation %}
-    masks, or prefix-diff when the template has none; assistant turns). Prints the distribution, a
+    through MODEL's chat template and tokenized as AutoModel 0.7.0's ChatDataset does (total tokens;
+    supervised tokens = the trainer's labels: {% generation %} masks, else its prefix masking, which
+    trains the assistant header unless --mask-generation-prompt; assistant turns). Rows not measured are
+    counted under a finding each. Prints the distribution, a
     histogram, what truncation to each --seq-lengths costs, padding efficiency per --batch-sizes (random
     and length-grouped batches), first-fit-decreasing packing efficiency, and a recommended seq_length:
 
@@ -86,7 +86,7 @@ def stats_cmd(
     """
 
     def body() -> Outcome:
-        from ..errors import FindingError, UsageError
+        from ..errors import FindingError
         from ..findings import finding
         from ..tokenizer import load_tokenizer
 
@@ -102,11 +102,6 @@ def stats_cmd(
                     "chat_template_missing", f"{model}: the tokenizer has no chat template to measure through"
                 )
             )
-        if mask_source == "generation_tags" and not loaded.has_generation_tags:
-            raise UsageError(
-                "--mask-source generation_tags: the template has no {% generation %} tags",
-                hint="use --mask-source auto or prefix_diff",
-            )
         with _progress(quiet or as_json) as advance:
             result = dispatch_stats(
                 engine,
@@ -118,7 +113,7 @@ def stats_cmd(
                 batch_sizes=sizes,
                 sample=sample,
                 workers=workers,
-                mask_source=mask_source,
+                mask_generation_prompt=mask_generation_prompt,
                 progress=advance,
             )
         if per_row:
@@ -214,9 +209,12 @@ def render(con: Any, p: dict[str, Any]) -> None:
 
     t, s = p["tokens"]["total"], p["tokens"]["supervised"]
     sampled = f" (a sample of {p['rows_read']} rows read)" if p.get("sampled") else ""
+    skipped = sum(p.get("rows_skipped", {}).values())
+    not_measured = f", {skipped} of {p['rows_read']} read not measured (see findings)" if skipped else ""
     con.print(
-        f"[bold]{p['input']}[/]: {p['rows']} rows measured{sampled} with {p['model']} "
-        f"(template: {p.get('template_source')}, supervised tokens from {p['mask_source']})"
+        f"[bold]{p['input']}[/]: {p['rows']} rows measured{sampled}{not_measured} with {p['model']} "
+        f"(template: {p.get('template_source')}, supervised tokens from {p['mask_source']}, "
+        f"as {p.get('trainer_model')})"
     )
     dist = Table(title="tokens per row", title_justify="left")
     for col in ("", "mean", "min", "p50", "p90", "p95", "p99", "max", "sum"):

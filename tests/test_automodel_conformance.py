@@ -1,0 +1,136 @@
+"""dataprep against the real trainer: AutoModel's own ChatDataset, row by row.
+
+Runs only where ``nemo_automodel`` imports (``make conformance``, and CI: ``.ci/run`` builds ``.venv-automodel``
+with nemo-automodel 0.7.0 on a CPU torch and runs ``pytest -m automodel`` in it). Every fixture dataset x every
+fixture tokenizer (x the tokenizers in ../shared/real when present), with and without truncation, with and
+without ``mask_generation_prompt``: ChatDataset is built exactly as a recipe builds it
+(``NeMoAutoTokenizer.from_pretrained`` + ``ChatDatasetConfig(...).build(tokenizer=...)``) and each row is read.
+Where AutoModel returns a sample, dataprep's total and supervised tokens must equal the sample's; where it
+raises, dataprep must report the row under an error code. The agreement table goes to
+``$DATAPREP_CONFORMANCE_OUT`` (JSON) when set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.automodel
+
+am = pytest.importorskip(
+    "nemo_automodel", reason="nemo-automodel is not installed (make conformance runs it)"
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+REAL = ROOT.parent / "shared" / "real" / "tokenizers"
+
+DATASETS = sorted(
+    [p for p in (FIXTURES / "golden").glob("*.jsonl") if not p.name.endswith(".rejects.jsonl")]
+    + [FIXTURES / "data" / "chat.jsonl", FIXTURES / "data" / "trainer_edge.jsonl"]
+)
+MODELS = sorted(p for p in (FIXTURES / "models").iterdir() if p.is_dir() and p.name != "no-template")
+if REAL.is_dir():
+    MODELS += sorted(p for p in REAL.iterdir() if p.is_dir())
+TRUNCATE_AT = 40  # short enough to cut many fixture rows
+
+_RESULTS: list[dict] = []
+
+
+def _automodel_rows(model_dir: Path, data: Path, *, seq_length: int | None, mgp: bool) -> list[tuple]:
+    """Per row: ("ok", input_ids length, supervised labels) or ("raises", message), from AutoModel itself."""
+    from nemo_automodel import NeMoAutoTokenizer
+    from nemo_automodel.components.datasets.llm.chat_dataset import ChatDatasetConfig
+
+    tok = NeMoAutoTokenizer.from_pretrained(str(model_dir))
+    cfg = ChatDatasetConfig(
+        path_or_dataset_id=str(data),
+        seq_length=seq_length,
+        truncation=True if seq_length else "do_not_truncate",
+        mask_generation_prompt=mgp,
+    )
+    ds = cfg.build(tokenizer=tok)
+    out = []
+    for i in range(len(ds)):
+        try:
+            s = ds[i]
+        except Exception as e:  # noqa: BLE001 - whatever the trainer raises is what we compare
+            out.append(("raises", f"{type(e).__name__}: {str(e)[:120]}"))
+            continue
+        out.append(("ok", len(s["input_ids"]), sum(1 for x in s["labels"] if x != -100)))
+    return out
+
+
+def _dataprep_rows(model_dir: Path, data: Path, *, seq_length: int | None, mgp: bool) -> list[tuple]:
+    from dataprep.measure import measure_conversations
+    from dataprep.tokenizer import load_tokenizer
+
+    loaded = load_tokenizer(str(model_dir))
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    counts = measure_conversations(list(enumerate(rows, start=1)), loaded, mask_generation_prompt=mgp)
+    by_row: dict[int, tuple] = {r: ("error", code, msg) for r, code, msg in counts.rejected}
+    kept = counts.supervised_kept(seq_length) if seq_length else counts.supervised
+    bad = set(counts.unmaskable(seq_length).tolist())
+    for k, r in enumerate(counts.rows.tolist()):
+        if k in bad:
+            by_row[r] = ("error", "mask_unbuildable", "")
+            continue
+        total = int(counts.total[k])
+        n = min(total, seq_length) if seq_length else total
+        by_row[r] = ("ok", n - 1, int(kept[k]))
+    return [by_row[i] for i in range(1, len(rows) + 1)]
+
+
+@pytest.mark.parametrize("mgp", [False, True], ids=["default", "mask_generation_prompt"])
+@pytest.mark.parametrize("seq_length", [None, TRUNCATE_AT], ids=["untruncated", f"truncate{TRUNCATE_AT}"])
+@pytest.mark.parametrize("model_dir", MODELS, ids=lambda p: p.name)
+def test_rows_agree_with_chat_dataset(model_dir, seq_length, mgp):
+    mismatches = []
+    for data in DATASETS:
+        theirs = _automodel_rows(model_dir, data, seq_length=seq_length, mgp=mgp)
+        ours = _dataprep_rows(model_dir, data, seq_length=seq_length, mgp=mgp)
+        agree_total = agree_sup = raised = flagged = samples = 0
+        for row, (t, o) in enumerate(zip(theirs, ours, strict=True), start=1):
+            if t[0] == "raises":
+                raised += 1
+                if o[0] == "error":
+                    flagged += 1
+                else:
+                    mismatches.append(
+                        f"{data.name} row {row}: AutoModel raises ({t[1]}); dataprep measured {o}"
+                    )
+                continue
+            samples += 1
+            if o[0] != "ok":
+                mismatches.append(f"{data.name} row {row}: AutoModel trains it {t}; dataprep says {o}")
+                continue
+            agree_total += t[1] == o[1]
+            agree_sup += t[2] == o[2]
+            if t[1:] != o[1:]:
+                mismatches.append(
+                    f"{data.name} row {row}: AutoModel (len, supervised) {t[1:]} vs dataprep {o[1:]}"
+                )
+        _RESULTS.append(
+            {
+                "model": model_dir.name,
+                "data": data.name,
+                "seq_length": seq_length,
+                "mask_generation_prompt": mgp,
+                "rows": len(theirs),
+                "samples": samples,
+                "total_agree": agree_total,
+                "supervised_agree": agree_sup,
+                "raised": raised,
+                "raised_flagged": flagged,
+            }
+        )
+    assert not mismatches, "\n".join(mismatches[:40])
+
+
+def teardown_module(module):
+    out = os.environ.get("DATAPREP_CONFORMANCE_OUT")
+    if out and _RESULTS:
+        Path(out).write_text(json.dumps(_RESULTS, indent=1), encoding="utf-8")
