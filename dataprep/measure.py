@@ -857,20 +857,9 @@ def count_naive(tokenizer: Any, conv: dict, mask_generation_prompt: bool = False
         )
         return texts[0], spans[0]
 
-    def encode(text: str) -> Any:
-        return tokenizer(text, add_special_tokens=False)._encodings[0]
-
-    sample = trainer.trainer_sample(
-        messages,
-        tools,
-        render=render,
-        encode=encode,
-        chat_template=tokenizer.chat_template,
-        eos_id=tokenizer.eos_token_id,
-        mask_generation_prompt=mask_generation_prompt,
+    sample = trainer.tokenizer_sample(
+        tokenizer, messages, tools, render, mask_generation_prompt=mask_generation_prompt
     )
-    if sample.raises_at(None):
-        raise ValueError(f"{trainer.UNMASKABLE}: {sample.unmaskable_reason}")
     return sample.total, sample.supervised()
 
 

@@ -104,7 +104,6 @@ def assistant_spans(
     ``trainer.RowRejected`` where ChatDataset raises (``mask_unbuildable`` when prefix masking fails).
     """
     messages, tools = trainer_view(conversation)
-    tok = loaded.tokenizer
 
     def render(ms: list[dict], *, tools: Any, add_generation_prompt: bool, **kw: Any):
         out = render_for(
@@ -117,21 +116,10 @@ def assistant_spans(
         )
         return out.text, list(out.generation_spans)
 
-    def encode(text: str) -> Any:
-        return tok(text, add_special_tokens=False).encodings[0]
-
-    sample = trainer.trainer_sample(
-        messages,
-        tools,
-        render=render,
-        encode=encode,
-        chat_template=tok.chat_template,
-        eos_id=tok.eos_token_id,
-        mask_generation_prompt=mask_generation_prompt,
+    sample = trainer.tokenizer_sample(
+        loaded.tokenizer, messages, tools, render, mask_generation_prompt=mask_generation_prompt
     )
-    if sample.raises_at(None):
-        raise trainer.RowRejected("mask_unbuildable", f"{trainer.UNMASKABLE}: {sample.unmaskable_reason}")
-    offsets = [tuple(o) for o in encode(sample.text).offsets]
+    offsets = [tuple(o) for o in sample.encoding.offsets]
     runs = trainer.mask_runs(sample.mask)
     turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
     names: list[int | None] = turns if len(turns) == len(runs) else [None] * len(runs)

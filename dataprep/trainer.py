@@ -437,6 +437,7 @@ class TrainerSample:
     text: str
     unmaskable_from: int | None = None
     unmaskable_reason: str | None = None
+    encoding: Any = None  # the tokenizers Encoding of ``text`` (offsets for display)
 
     @property
     def total(self) -> int:
@@ -499,4 +500,29 @@ def trainer_sample(
             roles, full, ids_of, lambda k: [ids_of(k, True, **mode) for mode in modes]
         )
         mask = [m if not g else 0 for m, g in zip(mask, gmask, strict=True)]
-    return TrainerSample(full, mask, source, text, unmaskable_from, reason)
+    return TrainerSample(full, mask, source, text, unmaskable_from, reason, enc)
+
+
+def tokenizer_sample(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: list[Any] | None,
+    render: Callable[..., tuple[str, list[tuple[int, int]]]],
+    *,
+    mask_generation_prompt: bool = False,
+) -> TrainerSample:
+    """``trainer_sample`` with a transformers tokenizer's template, EOS and encoding (``tokenizer(text,
+    add_special_tokens=False)``, as ``apply_chat_template`` encodes); raises RowRejected ``mask_unbuildable``
+    where the untruncated row makes ``__getitem__`` raise."""
+    sample = trainer_sample(
+        messages,
+        tools,
+        render=render,
+        encode=lambda text: tokenizer(text, add_special_tokens=False).encodings[0],
+        chat_template=tokenizer.chat_template,
+        eos_id=tokenizer.eos_token_id,
+        mask_generation_prompt=mask_generation_prompt,
+    )
+    if sample.raises_at(None):
+        raise RowRejected("mask_unbuildable", f"{UNMASKABLE}: {sample.unmaskable_reason}")
+    return sample
