@@ -253,6 +253,13 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "writes string arguments as they are",
         ),
         _spec(
+            "trainer_model_mismatch",
+            "warning",
+            "the installed AutoModel reads some rows differently from dataprep's model of it",
+            "dataprep models nemo-automodel 0.7.0: trust the installed trainer's numbers for these rows, and "
+            "report the rows so the model can follow",
+        ),
+        _spec(
             "chat_dataset_cannot_read",
             "warning",
             "a file name or compression AutoModel's ChatDataset does not read",

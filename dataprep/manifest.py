@@ -144,11 +144,17 @@ def weight_files(model_dir: Path, hash_limit: int = WEIGHT_HASH_LIMIT) -> dict[s
 
 
 def library_versions() -> dict[str, str | None]:
-    """dataprep, transformers and tokenizers versions, read from package metadata (no heavy import)."""
+    """dataprep, transformers, tokenizers and (when installed) nemo-automodel versions, read from package
+    metadata (no heavy import), plus the AutoModel version dataprep's trainer model describes."""
     from importlib import metadata
 
-    out: dict[str, str | None] = {"dataprep": __version__}
-    for name in ("transformers", "tokenizers"):
+    from .trainer import AUTOMODEL_VERSION
+
+    out: dict[str, str | None] = {
+        "dataprep": __version__,
+        "trainer_model": f"nemo-automodel {AUTOMODEL_VERSION}",
+    }
+    for name in ("transformers", "tokenizers", "nemo-automodel"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -134,3 +134,70 @@ def teardown_module(module):
     out = os.environ.get("DATAPREP_CONFORMANCE_OUT")
     if out and _RESULTS:
         Path(out).write_text(json.dumps(_RESULTS, indent=1), encoding="utf-8")
+
+
+# -- what preflight writes, through AutoModel's own config path ---------------------------------------------------
+def _automodel_config(argv: list[str]):
+    from nemo_automodel.components.config._arg_parser import parse_args_and_load_config
+    from nemo_automodel.recipes._typed_config import RecipeConfig
+
+    return RecipeConfig(parse_args_and_load_config(argv=argv))
+
+
+def _one_batch(rc, loader) -> dict:
+    from nemo_automodel.recipes.llm.train_ft import _build_tokenizer
+
+    _, tok = _build_tokenizer(rc.model, rc.dataset)
+    batch = next(iter(loader.build(tokenizer=tok, dp_rank=0, dp_world_size=1, supports_seq_lens=False)))
+    return {k: v for k, v in batch.items() if hasattr(v, "shape")}
+
+
+@pytest.mark.parametrize("model", ["chatml", "chatml-gen", "think-strip-gen"])
+def test_preflight_overrides_load_and_draw_a_batch(tmp_path, model, capsys):
+    """overrides.yaml as the recipe file, and the printed command line over a bare recipe, both load through
+    parse_args_and_load_config + RecipeConfig and give a dataloader that yields a batch within seq_length."""
+    import shlex
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = tmp_path / "prep"
+    r = subprocess.run(
+        [sys.executable, "-m", "dataprep", "preflight", "--model", str(FIXTURES / "models" / model),
+         "--dataset", str(FIXTURES / "golden" / "openai_messages.jsonl"), "--method", "lora", "--gpus", "1",
+         "--gpu-memory", "80GiB", "--val-fraction", "0.3", "--out", str(out), "--quiet"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    overrides = yaml.safe_load((out / "overrides.yaml").read_text())
+    tagged = model != "chatml"
+    assert overrides["dataset"].get("mask_generation_prompt", False) is (not tagged)
+    seq = overrides["dataset"]["seq_length"]
+
+    from_yaml = _automodel_config(["--config", str(out / "overrides.yaml")])
+    line = next(
+        ln for ln in (out / "overrides.yaml").read_text().splitlines() if ln.startswith("# automodel ")
+    )
+    args = shlex.split(line[len("# automodel ") :])[1:]  # drop RECIPE.yaml
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("seed: 1\n")
+    from_cli = _automodel_config(["--config", str(bare), *args])
+    assert from_cli.to_dict() | {"seed": None} == from_yaml.to_dict() | {"seed": None}
+    for rc in (from_yaml, from_cli):
+        batch = _one_batch(rc, rc.dataloader)
+        assert batch["input_ids"].shape[1] <= seq and (batch["labels"] != -100).any()
+        for loader in rc.validation_dataloaders.values():
+            assert (_one_batch(rc, loader)["labels"] != -100).any()
+
+
+# -- stats --trainer-check: the installed AutoModel against dataprep's model ---------------------------------------
+@pytest.mark.parametrize("model", ["chatml", "think-strip", "mistral-like", "no-system"])
+def test_stats_trainer_check_agrees(cli, model):
+    r = cli("stats", FIXTURES / "data" / "trainer_edge.jsonl", "--format", "openai_messages",
+            "--model", FIXTURES / "models" / model, "--trainer-check", "50", "--json")  # fmt: skip
+    d = r.json()
+    tc = d["trainer_check"]
+    assert tc["automodel_version"] == "0.7.0" and tc["rows_checked"] >= 8
+    assert tc["agree"] == tc["rows_checked"], tc["disagreements"]
+    assert "trainer_model_mismatch" not in {f["code"] for f in d["findings"]}

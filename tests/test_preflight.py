@@ -334,3 +334,30 @@ def test_every_row_rejected_stops_at_normalize(cli, tmp_path):
     assert doc["stopped_at"] == "normalize"
     assert doc["findings"][0]["severity"] == "error" and doc["findings"][0]["count"] == 2
     assert len(read_jsonl(tmp_path / "out" / "rejects.jsonl")) == 2
+
+
+def test_template_automodel_cannot_mask_stops_preflight_without_overrides(cli, tmp_path):
+    out = tmp_path / "prep"
+    r = cli("preflight", "--model", MODELS / "think-strip", "--dataset", ROOT / "fixtures" / "data" / "trainer_edge.jsonl",
+            "--format", "openai_messages", "--gpus", "1", "--gpu-memory", "80GiB", "--out", out, "--json")  # fmt: skip
+    report = r.json()
+    assert r.exit_code == 1
+    assert "mask_unbuildable" in {f["code"] for f in report["findings"] if f["severity"] == "error"}
+    assert not (out / "overrides.yaml").exists()
+    assert (
+        report["versions"]["trainer_model"] == "nemo-automodel 0.7.0"
+        and "nemo-automodel" in report["versions"]
+    )
+
+
+def test_overrides_set_mask_generation_prompt_only_without_tags(cli, tmp_path):
+    for model, expected in (("chatml", True), ("chatml-gen", None)):
+        out = tmp_path / model
+        r = cli("preflight", "--model", MODELS / model, "--dataset", ROOT / "fixtures" / "golden" / "alpaca.jsonl",
+                "--gpus", "1", "--gpu-memory", "80GiB", "--out", out, "--quiet")  # fmt: skip
+        assert r.exit_code == 0, r
+        doc = yaml.safe_load((out / "overrides.yaml").read_text())
+        assert doc["dataset"].get("mask_generation_prompt") is expected
+        steps = json.loads((out / "report.json").read_text())["steps"]
+        stats = next(st for st in steps if st["name"] == "stats")["figures"]
+        assert stats["mask_generation_prompt"] is bool(expected)

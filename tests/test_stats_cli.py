@@ -181,3 +181,41 @@ def test_real_tokenizers_equal_apply_chat_template(real_dir):
         counts = measure_conversations(enumerate(convs, 1), loaded)
         assert counts.total.tolist() == [naive_total(loaded.tokenizer, c) for c in convs], name
         assert counts.supervised.tolist() == [naive_prefix_diff(loaded.tokenizer, c) for c in convs], name
+
+
+EDGE = DATA / "trainer_edge.jsonl"
+
+
+def test_nothing_is_silent_every_row_read_is_measured_or_under_a_finding(cli):
+    r = cli("stats", EDGE, "--format", "openai_messages", "--model", MODELS / "think-strip", "--json")
+    d = r.json()
+    assert d["rows_read"] == 17 == d["rows"] + sum(d["rows_skipped"].values())
+    listed = set()
+    for f in d["findings"]:
+        if f["code"] in d["rows_skipped"] or f["code"] == "mask_unbuildable":
+            listed.update(f["rows"])
+    assert len(listed) == sum(d["rows_skipped"].values()) + d["rows_mask_unbuildable"]
+    codes = {f["code"]: f["severity"] for f in d["findings"]}
+    # the trainer raises on these: errors; rows the converter rejects: warnings (normalize keeps them out)
+    assert codes["mask_unbuildable"] == "error" and codes["role_order"] in ("error", "warning")
+    assert codes["unknown_role"] == "warning"
+    assert r.exit_code == 1
+
+
+def test_mask_generation_prompt_drops_the_header_from_the_supervised_tokens(cli, chat_file):
+    base = cli("stats", chat_file, "--model", MODELS / "chatml", "--json").json()
+    mgp = cli("stats", chat_file, "--model", MODELS / "chatml", "--mask-generation-prompt", "--json").json()
+    assert (base["mask_source"], mgp["mask_source"]) == ("prefix_with_header", "prefix_without_header")
+    assert (
+        mgp["mask_generation_prompt"]
+        and mgp["tokens"]["supervised"]["sum"] < base["tokens"]["supervised"]["sum"]
+    )
+    assert mgp["tokens"]["total"] == base["tokens"]["total"]
+
+
+def test_trainer_check_needs_nemo_automodel(cli, chat_file, monkeypatch):
+    from dataprep import trainer_check
+
+    monkeypatch.setattr(trainer_check, "installed_automodel", lambda: None)
+    r = cli("stats", chat_file, "--model", MODELS / "chatml", "--trainer-check", "5")
+    assert r.exit_code == 2 and "missing_dependency" in r.stderr and "nemo-automodel" in r.stderr

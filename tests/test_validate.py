@@ -79,3 +79,20 @@ def test_cli_validate_missing_file_is_exit_2(cli, tmp_path):
     assert r.exit_code == 2 and "error[unreadable_input]" in r.stderr
     r = cli("validate", tmp_path)
     assert r.exit_code == 2 and "directory" in r.stderr
+
+
+def test_files_chat_dataset_cannot_read_are_flagged(cli, tmp_path):
+    import gzip
+    import shutil
+
+    src = GOLDEN / "alpaca.jsonl"
+    ok = cli("validate", src, "--json")
+    assert ok.exit_code == 0 and ok.json()["file_problem"] is None
+    as_json = tmp_path / "train.json"  # JSONL under .json: ChatDataset parses one document ("Extra data")
+    shutil.copy(src, as_json)
+    gz = tmp_path / "train.jsonl.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    for path, why in ((as_json, "one JSON document"), (gz, "does not decompress")):
+        r = cli("validate", path, "--json")
+        f = [f for f in r.json()["findings"] if f["code"] == "chat_dataset_cannot_read"]
+        assert f and why in f[0]["message"] and f[0]["severity"] == "warning", r

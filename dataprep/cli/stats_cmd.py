@@ -35,6 +35,13 @@ _PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
     help="Measure as ChatDataset with mask_generation_prompt: true (the assistant header is not trained).",
 )
 @click.option(
+    "--trainer-check",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Also read N sampled rows with the nemo-automodel installed here (its own ChatDataset) and report "
+    "where it disagrees with dataprep's model of AutoModel 0.7.0.",
+)
+@click.option(
     "--per-row",
     "per_row",
     type=click.Path(dir_okay=False),
@@ -56,6 +63,7 @@ def stats_cmd(
     sample: int | None,
     workers: int,
     mask_generation_prompt: bool,
+    trainer_check: int | None,
     per_row: str | None,
     force: bool,
     convert: ConvertFlags,
@@ -95,6 +103,16 @@ def stats_cmd(
         sizes = parse_int_list(batch_sizes, "--batch-sizes")
         if per_row:
             _check_per_row(per_row, path, force)
+        if trainer_check:
+            from ..trainer_check import installed_automodel
+
+            if installed_automodel() is None:
+                from ..errors import MissingDependency
+
+                raise MissingDependency(
+                    "--trainer-check reads rows with AutoModel's own ChatDataset: nemo-automodel is not installed",
+                    hint="run it in the training environment (pip install nemo-automodel), or drop --trainer-check",
+                )
         loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
         if loaded.template is None:
             raise FindingError(
@@ -118,6 +136,13 @@ def stats_cmd(
             )
         if per_row:
             write_per_row(per_row, result.counts)
+        findings = list(result.findings)
+        checked = None
+        if trainer_check:
+            checked = _trainer_check(
+                path, convert_kwargs, result.counts, loaded, trainer_check, mask_generation_prompt
+            )
+            findings += checked.findings()
         payload = {
             "input": path,
             "model": model,
@@ -127,9 +152,22 @@ def stats_cmd(
         payload.pop("findings")
         if per_row:
             payload["per_row"] = per_row
-        return Outcome(payload, list(result.findings), lambda con: render(con, payload))
+        if checked is not None:
+            payload["trainer_check"] = checked.to_dict()
+        return Outcome(payload, findings, lambda con: render(con, payload))
 
     run(body, as_json=as_json, quiet=quiet, strict=strict)
+
+
+def _trainer_check(path: str, convert: dict, counts: Any, loaded: Any, n: int, mgp: bool) -> Any:
+    """A seeded sample of the rows stats measured (or rejected), read again by the installed AutoModel."""
+    from ..normalize import iter_conversations
+    from ..stats import reservoir_sample
+    from ..trainer_check import check_rows
+
+    known = set(counts.rows.tolist()) | {r for r, _, _ in counts.rejected}
+    rows, _ = reservoir_sample(((r, c) for r, c in iter_conversations(path, **convert) if r in known), n)
+    return check_rows(rows, counts, loaded, mask_generation_prompt=mgp)
 
 
 def _check_per_row(per_row: str, path: str, force: bool) -> None:
@@ -224,6 +262,12 @@ def render(con: Any, p: dict[str, Any]) -> None:
             name, *(_fmt(d.get(k)) for k in ("mean", "min", "p50", "p90", "p95", "p99", "max", "sum"))
         )
     con.print(dist)
+    tc = p.get("trainer_check")
+    if tc:
+        con.print(
+            f"trainer check: nemo-automodel {tc['automodel_version']} agrees on {tc['agree']} of "
+            f"{tc['rows_checked']} sampled rows (dataprep models {tc['modelled_version']})"
+        )
     _render_histogram(con, p["histogram"])
 
     tr = Table(title="right truncation to seq_length", title_justify="left")
