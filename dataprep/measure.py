@@ -243,6 +243,7 @@ class Measurer:
         self._globals = {id(c): dict(c.globals) for c in (self._compiled, self._compiled_tools)}
         self._pieces = PieceCounter.build(backend) if spec.piece_cache else None
         self._pieces_verified = False
+        self._eos_text = None if spec.eos_id is None else backend.id_to_token(spec.eos_id)
 
     def _mask_runs(self, enc: Any, spans: list[tuple[int, int]], text_len: int) -> list[tuple[int, int]]:
         """Token runs of transformers 5.18's ``assistant_masks`` for the generation spans."""
@@ -398,7 +399,77 @@ class Measurer:
                     ]
                 except Exception as err:  # noqa: BLE001
                     plan.prompts[i] = err
+        if not tagged and assistants:
+            plan.aligned = self._align(plan, rb.exact_texts)
         rb.plans.append(plan)
+
+    def _matches(self, text: str) -> list[tuple[int, int]]:
+        assert self._pieces is not None and self._pieces._split is not None
+        return [m.span() for m in self._pieces._split.finditer(text)]
+
+    def _cuts(self, text: str) -> tuple[set[int], list[tuple[int, int]]]:
+        matches = self._matches(text)
+        return {a for a, _ in matches}, matches
+
+    def _align(self, plan: _ExactPlan, texts: list[str]) -> _Aligned | None:
+        """Whether this row's renders provably tokenize as prefixes of one another, text (and one piece each)
+        deciding, so piece-counter lengths give the trainer's mask without full token ids.
+
+        The tokenizer encodes the text between added tokens piece by piece (``PieceCounter``). A render ``P``
+        that equals the first characters of a longer one ``R`` and ends where an added token starts in ``R`` (or
+        at its end) has ``ids(P) == ids(R)[:count(P)]``. When ``P`` ends inside a piece of ``R``, the same holds
+        exactly when the ids of that piece's part in ``P`` are a prefix of the ids of the whole piece: one short
+        encoding decides (``_count_aligned``). A render that is such a prefix plus the EOS token alone is the
+        trainer's trailing-EOS exception. Anything else (text that differs, a cut inside an added token): None,
+        and the row is masked on full token ids.
+        """
+        if self._pieces is None or self._pieces._split is None:
+            return None
+        if any(isinstance(v, BaseException) for v in (*plan.prefixes.values(), *plan.prompts.values())):
+            return None
+        full = texts[plan.full]
+        full_cuts = self._cuts(full)
+        eos = self._eos_text
+        al = _Aligned([], [])
+        trailing: set[int] = set()
+        for k, t in plan.prefixes.items():
+            p = texts[t]
+            if full.startswith(p):
+                cut = _cut_at(full_cuts, len(full), len(p))
+                if cut is False:
+                    return None
+                if cut is not None:
+                    al.edges.append(("prefix", None, plan.full, cut))
+                continue
+            if eos and p.endswith(eos):
+                b = len(p) - len(eos)
+                # b < n: a prefix longer than the whole fails the trainer's check, EOS or not
+                if 0 < b < len(full) and b in full_cuts[0] and full.startswith(p[:b]):
+                    if self._matches(p)[-1:] == [(b, len(p))]:
+                        trailing.add(k)
+                        continue
+            return None
+        for i, prompt_texts in plan.prompts.items():
+            if i in trailing:
+                continue  # not an exact prefix of the whole: the trainer removes no prompt from this turn
+            base = texts[plan.prefixes[i]]
+            for j in prompt_texts:
+                g = texts[j]
+                if not g.startswith(base) or not full.startswith(g):
+                    return None
+                if len(g) == len(base):
+                    continue  # an empty block removes nothing
+                base_cut = _cut_at(self._cuts(g), len(g), len(base))
+                block_cut = _cut_at(full_cuts, len(full), len(g))
+                if base_cut is False or block_cut is False:
+                    return None
+                al.prompts.append((i, j))
+                k = len(al.prompts) - 1
+                if base_cut is not None:
+                    al.edges.append(("base", k, j, base_cut))
+                if block_cut is not None:
+                    al.edges.append(("block", k, plan.full, block_cut))
+        return al
 
     def render_batch(self, convs: list[dict]) -> RenderedBatch:
         """Render one batch: the texts to encode and how to turn their tokens into per-row numbers."""
@@ -424,16 +495,95 @@ class Measurer:
         return rb
 
     # -- tokenizing ---------------------------------------------------------------------------------------
+    def _count_aligned(self, rb: RenderedBatch, plans: list[_ExactPlan]) -> dict[int, tuple[int, list, int]]:
+        """Rows whose renders line up (``_align``): lengths from the piece counter, no full token ids. A row
+        whose prefix turns out not to be one on ids is left out (masked on full ids: the trainer raises)."""
+        used = sorted(
+            {
+                t
+                for p in plans
+                for t in (p.full, *p.prefixes.values(), *(j for js in p.prompts.values() for j in js))
+            }
+        )
+        lens = dict(zip(used, self._lengths([rb.exact_texts[t] for t in used]), strict=True))
+        pieces = self._pieces
+        if pieces is None:  # the piece counter disagreed with the tokenizer on its first batch: no proof
+            return {}
+        # one short encoding per cut inside a piece: is the cut part's ids a prefix of the whole piece's?
+        work = [(p, e) for p in plans for e in p.aligned.edges]  # type: ignore[union-attr]
+        holds: list[bool] = [True] * len(work)
+        for first in (True, False):
+            idx = [w for w, (_, e) in enumerate(work) if (e[3][0] == 0) is first]
+            if not idx:
+                continue
+            texts = []
+            for w in idx:
+                _, (_, _, t, (a, end, b)) = work[w]
+                ref = rb.exact_texts[t]
+                texts += [ref[a:end], ref[a:b]]
+            encs = (pieces._first if first else pieces._rest).encode_batch(texts, add_special_tokens=False)
+            for n, w in enumerate(idx):
+                part, whole = encs[2 * n].ids, encs[2 * n + 1].ids
+                holds[w] = whole[: len(part)] == part
+        out: dict[int, tuple[int, list, int]] = {}
+        at = 0
+        for p in plans:
+            edges = p.aligned.edges  # type: ignore[union-attr]
+            ok = holds[at : at + len(edges)]
+            at += len(edges)
+            if not all(h for (kind, *_), h in zip(edges, ok, strict=True) if kind == "prefix"):
+                continue
+            failed = {k for (kind, k, *_), h in zip(edges, ok, strict=True) if kind != "prefix" and not h}
+            n = lens[p.full]
+            length = {k: lens[t] for k, t in p.prefixes.items()}
+            length[len(p.roles)] = n
+            mask = bytearray(n)
+            for i, role in enumerate(p.roles):
+                if role == "assistant":
+                    lo, hi = min(length[i], n), min(length[i + 1], n)
+                    if hi > lo:
+                        mask[lo:hi] = b"\x01" * (hi - lo)
+            matched: dict[int, int] = {}
+            for k, (i, j) in enumerate(p.aligned.prompts):  # type: ignore[union-attr]
+                if k not in failed:
+                    matched[i] = max(matched.get(i, 0), lens[j] - length[i])
+            for i, m in matched.items():
+                lo, hi = length[i], min(length[i] + m, n)
+                if hi > lo:
+                    mask[lo:hi] = bytes(hi - lo)
+            out[p.pos] = (n, trainer.mask_runs(mask), NO_LIMIT)
+        return out
+
     def _count_exact(self, rb: RenderedBatch) -> dict[int, tuple[int, list[tuple[int, int]], int]]:
         """Per exact-plan row: (total, label runs, unmaskable_from), or the row goes to ``rb.errors``."""
         if not rb.plans:
             return {}
-        ids = [e.ids for e in self._backend.encode_batch_fast(rb.exact_texts, add_special_tokens=False)]
-        tagged = self.mask_source == "generation_tags"
         out: dict[int, tuple[int, list[tuple[int, int]], int]] = {}
+        aligned = [p for p in rb.plans if p.aligned is not None]
+        if aligned and self._pieces is not None:
+            got = self._count_aligned(rb, aligned)
+            if self._pieces is not None:  # the piece counter agreed with whole-text encoding: the proof holds
+                out.update(got)
+        plans = [p for p in rb.plans if p.pos not in out]
+        if not plans:
+            return out
+        used = sorted(
+            {
+                t
+                for p in plans
+                for t in (
+                    p.full,
+                    *(v for v in p.prefixes.values() if isinstance(v, int)),
+                    *(j for v in p.prompts.values() if isinstance(v, list) for j in v),
+                )
+            }
+        )
+        enc = self._backend.encode_batch_fast([rb.exact_texts[t] for t in used], add_special_tokens=False)
+        ids = dict(zip(used, (e.ids for e in enc), strict=True))
+        tagged = self.mask_source == "generation_tags"
         eos = self.spec.eos_id
 
-        for plan in rb.plans:
+        for plan in plans:
 
             def prefix(k: int, plan: _ExactPlan = plan) -> list[int]:
                 got = plan.prefixes[k]
@@ -531,6 +681,34 @@ class _ExactPlan:
     full: int  # index into RenderedBatch.exact_texts
     prefixes: dict[int, Any]  # k -> text index of messages[:k] (or the error rendering it raised)
     prompts: dict[int, Any]  # assistant index -> text indices of its generation prompts (or the error)
+    # Set when every render lines up with the whole at added-token boundaries (``Measurer._align``): the token
+    # ids are then provably prefixes of one another, and lengths from the piece counter give the trainer's mask.
+    aligned: _Aligned | None = None
+
+
+@dataclass
+class _Aligned:
+    # cuts that fall inside a piece: (kind: prefix | base | block, prompt number, text index of the longer
+    # render, (piece start, cut, piece end))
+    edges: list[tuple[str, int | None, int, tuple[int, int, int]]]
+    prompts: list[tuple[int, int]]  # (assistant index, text index of one of its generation prompts)
+
+
+def _cut_at(
+    cuts: tuple[set[int], list[tuple[int, int]]], n: int, end: int
+) -> tuple[int, int, int] | bool | None:
+    """Where a shorter render ending at ``end`` cuts a longer one: None at an added-token boundary (or the end),
+    False inside an added token, else the piece ``(start, end, piece end)`` it cuts."""
+    starts, matches = cuts
+    if end == n or end in starts:
+        return None
+    if any(a < end < b for a, b in matches):
+        return False
+    return (
+        max((b for _, b in matches if b <= end), default=0),
+        end,
+        min((a for a in starts if a > end), default=n),
+    )
 
 
 @dataclass

@@ -331,3 +331,44 @@ def test_mask_runs_equal_transformers_char_to_token_rule(scheme):
         assert mask == hf_assistant_mask(len(enc), spans, enc.char_to_token)
 
     check()
+
+
+@pytest.mark.parametrize(
+    "name", ["chatml", "double-bos", "default-system", "plain-markers", "mistral-like", "think-strip"]
+)
+@pytest.mark.parametrize("mgp", [False, True])
+def test_aligned_prefix_rows_count_like_full_token_ids(name, mgp, convs, monkeypatch):
+    """The shortcut for renders that line up at added-token boundaries gives what masking on ids gives."""
+    from dataprep.measure import Measurer
+
+    loaded = load_tokenizer(str(MODELS / name))
+    if loaded.has_generation_tags:
+        loaded = load_tokenizer(str(MODELS / name), chat_template=_untagged(loaded.template))
+    sample = convs[:60]
+    calls = []
+    real = Measurer._align
+    monkeypatch.setattr(Measurer, "_align", lambda self, *a: calls.append(r := real(self, *a)) or r)
+    fast = measured(sample, loaded, mask_generation_prompt=mgp)
+    monkeypatch.setattr(Measurer, "_align", lambda self, *a: None)
+    exact = measured(sample, loaded, mask_generation_prompt=mgp)
+    for field in ("rows", "total", "supervised", "run_row", "run_start", "run_end", "unmaskable_from"):
+        assert getattr(fast, field).tolist() == getattr(exact, field).tolist(), field
+    assert fast.rejected == exact.rejected
+    if name in ("chatml", "default-system"):
+        assert any(c is not None for c in calls)  # ChatML lines up: the shortcut is taken
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("mgp", [False, True])
+def test_aligned_shortcut_on_real_tokenizers(real_dir, mgp, monkeypatch):
+    from dataprep.measure import Measurer
+
+    convs = list(enumerate(make_conversations(150, seed=7), start=1))
+    for folder in sorted((real_dir / "tokenizers").iterdir()):
+        loaded = load_tokenizer(str(folder))
+        fast = measure_conversations(convs, loaded, mask_generation_prompt=mgp)
+        with monkeypatch.context() as m:
+            m.setattr(Measurer, "_align", lambda self, *a: None)
+            exact = measure_conversations(convs, loaded, mask_generation_prompt=mgp)
+        for field in ("rows", "total", "supervised", "run_start", "run_end", "unmaskable_from"):
+            assert getattr(fast, field).tolist() == getattr(exact, field).tolist(), (folder.name, field)
