@@ -410,6 +410,8 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "histogram": histogram_view(stats.get("histogram"), markers) if stats else None,
         "token_summary": _token_summary(stats),
         "mask_source": stats.get("mask_source") if stats else None,
+        "mask_source_meaning": stats.get("mask_source_meaning") if stats else None,
+        "mask_generation_prompt": bool(stats.get("mask_generation_prompt")) if stats else False,
         "rows": stats.get("rows") if stats else None,
         "truncation": _table(stats.get("truncation")) if stats else None,
         "padding": padding_view(stats.get("padding"), local_batch) if stats else [],

@@ -189,6 +189,11 @@ def _summary(report: dict[str, Any]) -> list[str]:
             f"  tokens per row: p50 {total['p50']}, p99 {total['p99']}, max {total['max']}"
             f" (mask: {figures['stats'].get('mask_source')})"
         )
+        if figures["stats"].get("mask_generation_prompt"):
+            lines.append(
+                "  no generation tags: overrides set dataset.mask_generation_prompt: true"
+                " (else AutoModel trains every assistant header)"
+            )
     plan = figures.get("plan", {})
     rec, mem = plan.get("recommendation"), plan.get("memory")
     if rec and mem and rec.get("local_batch_size") is None:  # oom: no batch fits
