@@ -23,13 +23,18 @@ The estimate is a sum of components (bytes), reported in GiB:
                        (bf16 logits + fp32 upcast + softmax + its gradient), chunked_ce only the bf16 logits and
                        their gradient; fused_linear_ce never builds logits, but keeps fp32 gradient
                        accumulators for the classifier weight (4*V*h) and the hidden states (4*h per token).
-    fsdp_gathered      dp > 1: the unsharded parameters in flight (the largest FSDP unit, the embedding/lm_head
+    fsdp_gathered      dp x cp > 1: the unsharded parameters in flight (the largest FSDP unit, the embedding/lm_head
                        for large vocabularies, plus the prefetched next layer) and the unsharded gradient of
                        the unit in backward before its reduce-scatter; x (1 - 1/dp), the part not already
                        counted in this GPU's shard.
     cuda_context       CUDA context + NCCL/cuBLAS workspaces, CUDA_CONTEXT_GIB.
     allocator_headroom caching-allocator fragmentation: ALLOCATOR_HEADROOM x (activations + logits), the
                        tensors that come and go every step.
+
+Tensor (tp) and context (cp) parallelism: the model states shard over dp x cp x tp (FSDP2 over dp x cp, each
+Linear split tp ways); activations and logits count the tokens of one cp-th of each sequence, and inside a layer
+the heads and MLP intermediate divide by tp (the hidden-size tensors and the logits do not: no sequence or
+loss parallelism assumed, the conservative case). Pipeline parallelism is not modelled.
 
 Peak: during backward the gradients appear while activations are freed, so with no gradient accumulation
 the two only partly coexist; the estimate adds both (gradients persist across micro-batches with gradient
@@ -104,10 +109,17 @@ class MemoryInputs:
     param_dtype: ParamDtype = "bf16"
     lora_rank: int = 8
     lora_targets: str = "*_proj"
+    tp: int = 1  # tensor parallel: each Linear split tp ways
+    cp: int = 1  # context parallel: each sequence split cp ways
 
     @property
     def tokens(self) -> int:
         return self.local_batch_size * self.padded_len
+
+    @property
+    def tokens_here(self) -> float:
+        """Tokens whose activations this GPU holds: context parallelism splits every sequence cp ways."""
+        return self.tokens / max(1, self.cp)
 
 
 @dataclass(frozen=True)
@@ -137,10 +149,14 @@ class MemoryEstimate:
         }
 
 
-def activation_bytes_per_token_layer(m: ModelConfig) -> float:
-    """Bytes one token saves for backward in one decoder layer (no checkpointing)."""
+def activation_bytes_per_token_layer(m: ModelConfig, tp: int = 1) -> float:
+    """Bytes one token saves for backward in one decoder layer (no checkpointing).
+
+    Tensor parallelism splits the attention heads and the MLP intermediate tp ways; the hidden-size tensors
+    (norm inputs, residuals) stay whole on every rank (no sequence parallelism: the conservative case)."""
     h, nq, nkv, d = m.hidden_size, m.num_heads, m.num_kv_heads, m.head_dim
-    elems = 4 * h + 2 * nq * d + 2 * nkv * d + MLP_SAVED_PER_INTERMEDIATE * m.active_mlp_intermediate
+    split = 2 * nq * d + 2 * nkv * d + MLP_SAVED_PER_INTERMEDIATE * m.active_mlp_intermediate
+    elems = 4 * h + split / max(1, tp)
     if m.is_moe:
         elems += 2 * m.experts_per_token * h  # tokens copied to and back from their experts
     return ACT_BYTES * elems
@@ -168,7 +184,9 @@ def trainable_parameters(inp: MemoryInputs) -> int:
 def estimate(inp: MemoryInputs) -> MemoryEstimate:
     """The per-GPU peak estimate, by component."""
     m = inp.model
-    dp = max(1, inp.dp)
+    # FSDP2 shards the parameters over dp x cp and tensor parallelism splits each Linear tp ways: the model
+    # states divide by all three; the activations by cp (sequence) and, inside the layer, by tp.
+    dp = max(1, inp.dp) * max(1, inp.cp) * max(1, inp.tp)
     P = m.parameters
     pbytes = DTYPE_BYTES[inp.param_dtype]
     trainable = trainable_parameters(inp)
@@ -190,8 +208,8 @@ def estimate(inp: MemoryInputs) -> MemoryEstimate:
             weight_bytes = pbytes
         b["lora_adapters"] = trainable * LORA_BYTES_PER_PARAM / dp
 
-    tokens = inp.tokens
-    per_layer = activation_bytes_per_token_layer(m)
+    tokens = inp.tokens_here
+    per_layer = activation_bytes_per_token_layer(m, inp.tp)
     if inp.activation_checkpointing:
         b["activations"] = tokens * (
             m.num_layers * ACT_BYTES * m.hidden_size + AC_WORKING_SET_FACTOR * per_layer
@@ -205,14 +223,16 @@ def estimate(inp: MemoryInputs) -> MemoryEstimate:
         # no logits, but fp32 gradient accumulators for the classifier weight and the hidden states
         b["logits"] = 4 * m.vocab_size * m.hidden_size + 4 * tokens * m.hidden_size
 
-    if dp > 1:
-        # what an all-gather adds on top of this GPU's shard: (1 - 1/dp) of the unit (so more GPUs never cost
-        # more); the embedding unit stays bf16 under QLoRA, decoder layers are NF4.
+    fsdp = max(1, inp.dp) * max(1, inp.cp)
+    if fsdp > 1:
+        # what an all-gather adds on top of this GPU's shard: (1 - 1/fsdp) of the unit (so more GPUs never cost
+        # more), a tp-th of it under tensor parallelism; the embedding unit stays bf16 under QLoRA, decoder
+        # layers are NF4.
         unit_params, unit_bytes = _largest_unit(m, weight_bytes, inp.method)
         gathered = unit_params * unit_bytes + FSDP_PREFETCH_LAYERS * m.layer_parameters * weight_bytes
         grad_unsharded = unit_params * pbytes if inp.method == "sft" else 0
-        b["fsdp_gathered"] = (gathered + grad_unsharded) * (1 - 1 / dp)
+        b["fsdp_gathered"] = (gathered + grad_unsharded) * (1 - 1 / fsdp) / max(1, inp.tp)
 
     b["cuda_context"] = CUDA_CONTEXT_GIB * GIB
     b["allocator_headroom"] = ALLOCATOR_HEADROOM * (b["activations"] + b["logits"])
-    return MemoryEstimate(breakdown=b, trainable_parameters=trainable, tokens=tokens)
+    return MemoryEstimate(breakdown=b, trainable_parameters=trainable, tokens=inp.tokens)

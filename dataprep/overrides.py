@@ -60,8 +60,8 @@ def chat_dataset_section(
 
     ChatDataset treats a path that contains ``/`` and does not exist locally as a Hub id, so the path is
     always absolute. ``truncation: true`` makes ``seq_length`` take effect (it does nothing without
-    truncation or padding); ``padding: do_not_pad`` because ChatDataset already pads every sample to
-    ``seq_length`` after appending EOS, and padding inside the template call would put pads before EOS.
+    truncation or padding); ``padding: do_not_pad`` because the collator pads each batch to its longest row, and
+    ``max_length`` would pad every row to ``seq_length`` (with packing: packs full of pads).
     """
     section: dict[str, Any] = {
         "_target_": CHAT_DATASET_TARGET,

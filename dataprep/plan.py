@@ -6,9 +6,10 @@ method, searches the largest ``local_batch_size`` whose per-GPU estimate (``data
 ``global_batch_size % (local_batch_size * dp_size) == 0``. When even one sequence does not fit it reports
 ``oom`` with remedies, each with numbers that fit.
 
-Micro-batch tokens: AutoModel's ChatDataset pads every sample to ``dataset.seq_length`` once it is set
-(``formatting_utils._package_tokenized_example``), and the overrides always set it, so a micro-batch is
-``local_batch_size x seq_length`` tokens (or x the pack size with packing). With ``dynamic_padding=True``
+Micro-batch tokens: AutoModel's collator pads each batch to its longest row (ChatDataset pads a row to
+``dataset.seq_length`` only with ``padding: max_length``), and the overrides set ``truncation: true``, so the
+worst micro-batch, the one the memory peak must hold, is ``local_batch_size x seq_length`` tokens (or x the pack
+size with packing). With ``dynamic_padding=True``
 (a collator that pads to the longest row of the batch) the padded length is the stats' expected longest row of
 a random batch of that size (``padding[].expected_max_len_random``), capped at seq_length.
 """
@@ -172,8 +173,8 @@ class PlanResult:
                 "local_batch_size": rec.local_batch_size,
                 "global_batch_size": rec.global_batch_size,
             }
-        # ChatDataset ignores seq_length unless truncation is on; every sample is then padded to seq_length,
-        # so tokenizer-side padding stays off (it would put pads before the EOS ChatDataset appends).
+        # ChatDataset ignores seq_length unless truncation is on; padding stays do_not_pad (the collator pads
+        # each batch to its longest row; max_length would pad every row to seq_length).
         out["dataset"] = {"seq_length": rec.seq_length, "truncation": True, "padding": "do_not_pad"}
         out["distributed"] = {"activation_checkpointing": rec.activation_checkpointing}
         if self.method in ("lora", "qlora"):
@@ -283,6 +284,12 @@ class _Setup:
     lora_rank: int
     lora_targets: str
     usable: float
+    tp: int = 1
+    cp: int = 1
+
+    @property
+    def gpus(self) -> int:
+        return self.dp * self.tp * self.cp
 
     def padded(self, batch: int) -> int:
         if self.packing or not self.dynamic_padding:
@@ -302,6 +309,8 @@ class _Setup:
                 param_dtype=self.param_dtype,  # type: ignore[arg-type]
                 lora_rank=self.lora_rank,
                 lora_targets=self.lora_targets,
+                tp=self.tp,
+                cp=self.cp,
             )
         )
 
@@ -419,6 +428,8 @@ def make_plan(
     packing: bool = False,
     margin: float = 0.1,
     dynamic_padding: bool = False,
+    tp_size: int = 1,
+    cp_size: int = 1,
 ) -> PlanResult:
     """Recommend seq_length, local batch, accumulation and AC for the budget; findings for what does not fit."""
     ac_mode = {True: "on", False: "off"}.get(activation_checkpointing, activation_checkpointing)  # type: ignore[call-overload]
@@ -431,6 +442,13 @@ def make_plan(
     )
     if seq_length is not None and seq_length <= 0:
         raise UsageError(f"--seq-length {seq_length}: must be positive")
+    if tp_size < 1 or cp_size < 1 or gpus % (tp_size * cp_size):
+        raise UsageError(
+            f"tp_size {tp_size} x cp_size {cp_size} does not divide the {gpus} GPU(s)",
+            hint="the data-parallel size is GPUs / (tp_size x cp_size)",
+        )
+    world = gpus
+    gpus = gpus // (tp_size * cp_size)  # from here on: the data-parallel size
     seq = seq_length or _stats_seq_length(stats)
     if seq is None:
         raise UsageError(
@@ -466,6 +484,8 @@ def make_plan(
         lora_rank=lora_rank,
         lora_targets=lora_targets,
         usable=gpu_memory_bytes * (1 - margin),
+        tp=tp_size,
+        cp=cp_size,
     )
     setup = base
     limit = (
@@ -539,7 +559,7 @@ def make_plan(
     return PlanResult(
         model=model_cfg,
         method=method,
-        gpus=gpus,
+        gpus=world,
         gpu_memory_bytes=gpu_memory_bytes,
         margin=margin,
         estimate=est,
@@ -639,7 +659,7 @@ class _Remedies:
         if setup.method != "sft":
             d.setdefault("lora_rank", setup.lora_rank)
         d.setdefault("seq_length", setup.seq_length)
-        d.setdefault("gpus", setup.dp)
+        d.setdefault("gpus", setup.gpus)
         d["activation_checkpointing"] = setup.ac
         d["loss"] = setup.loss
         d["with"] = self.added(setup)
@@ -742,13 +762,14 @@ def _oom_finding(setup: _Setup, est: MemoryEstimate, ac_mode: str, loss: str) ->
     for alt, _ in rm.ladder(setup):
         g = next((g for g in (2**k for k in range(1, 11)) if g > alt.dp and replace(alt, dp=g).fits(1)), 0)
         if g:
-            remedies.append(rm.entry("more_gpus", replace(alt, dp=g), 1, gpus=g,
-                                    text=f"use more GPUs: fits on {g} GPUs with local_batch_size 1"
+            n = replace(alt, dp=g).gpus
+            remedies.append(rm.entry("more_gpus", replace(alt, dp=g), 1, gpus=n,
+                                    text=f"use more GPUs: fits on {n} GPUs with local_batch_size 1"
                                          f"{_with_text(rm.added(alt), ',')}"))  # fmt: skip
             break
     message = (
         f"one sequence of {setup.seq_length} tokens needs {est.total_gib:.1f} GiB per GPU, more than the "
-        f"{usable_gib:.1f} GiB usable ({setup.method}, {setup.dp} GPU(s), activation checkpointing "
+        f"{usable_gib:.1f} GiB usable ({setup.method}, {setup.gpus} GPU(s), activation checkpointing "
         f"{'on' if setup.ac else 'off'}, loss {setup.loss})"
     )
     hint = "; ".join(r["text"] for r in remedies) or "more or larger GPUs"
