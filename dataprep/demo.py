@@ -1,12 +1,14 @@
 """``make demo``: the main job (preflight) on the bundled fixtures, no arguments, no download.
 
 400 alpaca records as CSV (two without an answer) and a fixture model (the tiny test tokenizer with
-Llama-3.2-1B's architecture numbers, see fixtures/make_demo.py) go through inspect -> normalize -> validate ->
-check-template -> stats -> plan for LoRA on one 24 GiB GPU; the outputs land in demo-out/preflight/.
+Llama-3.2-1B's architecture numbers, see fixtures/make_demo.py) go through recipe -> inspect -> normalize ->
+validate -> check-template -> stats -> plan, starting from an AutoModel LoRA recipe (fixtures/recipes/base.yaml),
+for one 24 GiB GPU; the outputs, recipe.yaml first, land in demo-out/preflight/.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,8 @@ OUT = ROOT / "demo-out" / "preflight"
 
 def _run(*args: str) -> int:
     print("\n$ dataprep " + " ".join(args), file=sys.stderr, flush=True)
-    return subprocess.call([sys.executable, "-m", "dataprep", *args], cwd=ROOT)
+    env = {**os.environ, "DATAPREP_FIXTURES": str(FIXTURES)}  # the recipe fixture reads ${DATAPREP_FIXTURES}
+    return subprocess.call([sys.executable, "-m", "dataprep", *args], cwd=ROOT, env=env)
 
 
 def main() -> int:
@@ -27,14 +30,14 @@ def main() -> int:
     _run("inspect", dataset)
     rc = _run(
         "preflight",
+        "--recipe", "fixtures/recipes/base.yaml",
         "--model", model,
         "--dataset", dataset,
-        "--method", "lora",
         "--gpus", "1",
         "--gpu-memory", "24GiB",
         "--out", str(OUT.relative_to(ROOT)),
     )  # fmt: skip
-    print(f"\nreport: {OUT / 'report.html'}\noverrides: {OUT / 'overrides.yaml'}", file=sys.stderr)
+    print(f"\nreport: {OUT / 'report.html'}\nrecipe: {OUT / 'recipe.yaml'}", file=sys.stderr)
     return rc
 
 

@@ -303,6 +303,67 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "global_batch_size is not a multiple of local_batch_size x dp_size",
             "choose one of the nearest valid global batch sizes",
         ),
+        # -- the AutoModel recipe (preflight --recipe) ---------------------------------------------------
+        _spec(
+            "recipe_invalid",
+            "error",
+            "the recipe YAML or an override cannot be read",
+            "fix the YAML (it must be a mapping of sections) or the `--a.b value` override",
+        ),
+        _spec(
+            "recipe_dataset_not_chat",
+            "info",
+            "the recipe's dataset section is not ChatDataset (recipe.yaml replaces it)",
+            "recipe.yaml replaces the section with ChatDataset reading the files preflight wrote",
+        ),
+        _spec(
+            "recipe_dataset_unknown_keys",
+            "warning",
+            "the recipe's dataset section has keys ChatDataset does not take (AutoModel raises TypeError)",
+            "recipe.yaml replaces the section whole; dotted overrides cannot delete a key",
+        ),
+        _spec(
+            "seq_length_without_truncation",
+            "warning",
+            "seq_length is set but neither truncation nor padding: max_length is, so it caps nothing",
+            "recipe.yaml sets truncation: true so seq_length takes effect",
+        ),
+        _spec(
+            "recipe_batch_not_divisible",
+            "warning",
+            "the recipe's global_batch_size is not a multiple of local_batch_size x dp_size (AutoModel raises)",
+            "recipe.yaml sets the plan's local_batch_size, which divides it",
+        ),
+        _spec(
+            "peft_target_conflict",
+            "warning",
+            "peft sets match_all_linear with target_modules/exclude_modules, or both lists (AutoModel raises)",
+            "keep one: recipe.yaml keeps target_modules",
+        ),
+        _spec(
+            "packing_padding_conflict",
+            "warning",
+            "packed_sequence_size conflicts with the dataset's padding or seq_length",
+            "with packing: padding do_not_pad and seq_length no longer than packed_sequence_size",
+        ),
+        _spec(
+            "precision_not_explicit",
+            "warning",
+            "the recipe leaves the dtype or a batch size the memory plan depends on implicit",
+            "recipe.yaml writes it explicitly",
+        ),
+        _spec(
+            "recipe_parallel_mismatch",
+            "error",
+            "the recipe's parallel sizes do not multiply to the number of GPUs",
+            "set distributed.dp_size to none (AutoModel infers it) or pass the --gpus the job really has",
+        ),
+        _spec(
+            "recipe_setting_not_modeled",
+            "warning",
+            "a recipe setting the memory estimate or the token counts do not model",
+            "treat the memory plan as approximate for this setting",
+        ),
         _spec(
             "manifest_mismatch",
             "error",

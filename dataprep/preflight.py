@@ -21,7 +21,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from .errors import DataprepError, MissingDependency, ModelNotFound, UnreadableI
 from .findings import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Finding, Severity, apply_strict, finding
 
 STDIN_NAME = "<stdin>"  # how messages and the report name `--dataset -` (never the reader's spool file)
-STEPS: tuple[str, ...] = ("inspect", "normalize", "validate", "check-template", "stats", "plan")
+STEPS: tuple[str, ...] = ("recipe", "inspect", "normalize", "validate", "check-template", "stats", "plan")
 OUTPUT_NAMES = {
     "train": "train.jsonl",
     "validation": "validation.jsonl",
@@ -39,14 +39,18 @@ OUTPUT_NAMES = {
     "report_html": "report.html",
     "overrides": "overrides.yaml",
     "manifest": "manifest.json",
+    "recipe": "recipe.yaml",
+    "chat_template": "chat_template.jinja",
 }
+# outputs that exist only when the run approved them (removed when a later run stops)
+APPROVED_OUTPUTS = ("overrides", "manifest", "recipe", "chat_template")
 REPORT_VERSION = 1
 MAX_ROWS_LISTED = 100
 TEMPLATE_SAMPLE = 32  # conversations check-template renders from the dataset
 DEFAULT_SEQ_LENGTHS = (512, 1024, 2048, 4096, 8192)
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
 
-Method = Literal["sft", "lora"]
+Method = Literal["sft", "lora", "qlora"]
 StepStatus = Literal["ok", "warning", "error", "skipped", "not_run"]
 
 # ---------------------------------------------------------------------------------------------------
@@ -58,10 +62,10 @@ StepStatus = Literal["ok", "warning", "error", "skipped", "not_run"]
 class PreflightOptions:
     """Everything ``dataprep preflight`` was asked to do, as values (the CLI flags)."""
 
-    model: str
-    dataset: str
+    model: str | None
+    dataset: str | None
     out_dir: Path
-    method: Method = "sft"
+    method: Method | None = "sft"  # None: the recipe's (peft section: lora), else sft
     gpus: int = 1
     gpu_memory_bytes: int = 80 * 1024**3
     val_fraction: float = 0.02
@@ -84,12 +88,24 @@ class PreflightOptions:
     seq_length: int | None = None
     plan_options: Mapping[str, Any] = field(default_factory=dict)
     strict: bool = False
-    recipe_config: str = "RECIPE.yaml"
+    recipe_config: str = "RECIPE.yaml"  # the recipe name in the printed command line (no --recipe)
+    recipe: str | None = None  # an AutoModel recipe YAML to read, check and complete
+    recipe_args: tuple[str, ...] = ()  # AutoModel-style overrides for it: --a.b value ...
+    tokenizer: str | None = (
+        None  # where the trainer's tokenizer comes from, when not the model (the recipe's)
+    )
 
     def validate(self) -> None:
         from .split import check_fraction
 
-        if self.method not in ("sft", "lora"):
+        if self.recipe is None:
+            for name, value in (("--model", self.model), ("--dataset", self.dataset)):
+                if not value:
+                    raise UsageError(
+                        f"{name} is required without --recipe",
+                        hint="dataprep preflight --model M --dataset D --out OUT, or --recipe RECIPE.yaml --out OUT",
+                    )
+        if self.method not in ("sft", "lora", "qlora", None) or (self.method == "qlora" and not self.recipe):
             raise UsageError(f"--method {self.method!r}: choose sft or lora")
         if self.gpus < 1:
             raise UsageError(f"--gpus {self.gpus}: at least one GPU", hint="e.g. --gpus 8")
@@ -174,7 +190,11 @@ class PreflightResult:
             why = f" [{first.code}]" if first else ""
             return f"preflight: FAIL at {self.stopped_at}{why} ({tally}); report: {html}"
         label = "PASS" if not counts["warning"] else "PASS with warnings"
-        return f"preflight: {label}{f' ({tally})' if tally else ''}; overrides: {self.out_dir / OUTPUT_NAMES['overrides']}; report: {html}"
+        if self.report.get("recipe"):
+            out = f"recipe: {self.out_dir / OUTPUT_NAMES['recipe']}"
+        else:
+            out = f"overrides: {self.out_dir / OUTPUT_NAMES['overrides']}"
+        return f"preflight: {label}{f' ({tally})' if tally else ''}; {out}; report: {html}"
 
 
 class _Stop(Exception):  # noqa: N818 - control flow: a step ended the run
@@ -267,8 +287,19 @@ class _Rejects:
 
 
 class _Run:
-    def __init__(self, opts: PreflightOptions, progress: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        opts: PreflightOptions,
+        progress: Callable[[str], None] | None = None,
+        recipe: Any = None,
+        taken: Mapping[str, Any] | None = None,
+        flag_changes: Iterable[Any] = (),
+    ):
         self.o = opts
+        self.recipe = recipe  # dataprep.recipe.Recipe, or None (flags only)
+        self.taken = dict(taken or {})  # option -> recipe Setting it came from
+        self.flag_changes = list(flag_changes)  # recipe values the dataprep command line overrode
+        self.recipe_out: dict[str, Any] | None = None
         self.out = Path(opts.out_dir)
         self.paths = {k: self.out / v for k, v in OUTPUT_NAMES.items()}
         self.steps = {name: StepRecord(name) for name in STEPS}
@@ -337,6 +368,62 @@ class _Run:
             self._fail(name, MissingDependency(f"the {name} step needs {err.name}, which this build lacks"))
 
     # -- steps -------------------------------------------------------------------------------------
+    def recipe_step(self) -> None:
+        """The recipe's own problems, before any data is read; what preflight took from it as figures."""
+        rec = self.steps["recipe"]
+        if self.recipe is None:
+            rec.status, rec.note = "skipped", "no --recipe: the flags alone describe the run"
+            return
+        from .recipe import check_recipe
+
+        r = self.recipe
+        findings = check_recipe(r, gpus=self.o.gpus, data_replaced=True)
+        findings += self._recipe_data_findings()
+        figures = {
+            "path": str(r.path.resolve()),
+            "overrides": [{"key": k, "value": v} for k, v in r.overrides],
+            "taken": {name: {"key": st.key, "value": st.value} for name, st in self.taken.items()},
+            "flag_changes": [c.to_dict() for c in self.flag_changes],
+        }
+        self._finish_step("recipe", findings, figures)
+
+    def _recipe_data_findings(self) -> list[Finding]:
+        """Packed Parquet (or other packed data) behind a recipe dataset path, named by its recipe key."""
+        from .sources import detect_packed, open_source
+
+        out: list[Finding] = []
+        for sec in ("dataset", "validation_dataset"):
+            found = self.recipe.dataset_path(sec)
+            if not found or not Path(found[1]).expanduser().exists():
+                continue
+            key, path = found
+            is_input = (
+                self.o.dataset is not None
+                and Path(self.o.dataset).expanduser().resolve() == Path(path).expanduser().resolve()
+            )
+            try:
+                src = open_source(path)
+                packed = list(detect_packed(src))
+            except DataprepError:
+                continue  # what cannot be read here is the inspect step's (for the input) or replaced anyway
+            for f in packed:
+                out.append(
+                    Finding(
+                        f.code,
+                        f.severity if is_input else Severity.WARNING,
+                        f"{self.recipe.path.name}: {key}: {f.message}"
+                        + (
+                            ""
+                            if is_input
+                            else "; recipe.yaml points ChatDataset at the files preflight wrote"
+                        ),
+                        f.hint,
+                        f.rows,
+                        {**dict(f.data), "key": key},
+                    )
+                )
+        return out
+
     def inspect(self) -> None:
         from .sources import detect_packed, open_source
 
@@ -507,15 +594,20 @@ class _Run:
     def check_template(self) -> None:
         from .tokenizer import load_tokenizer
 
+        source = self.o.tokenizer or self.o.model
         self.loaded = load_tokenizer(
-            self.o.model, chat_template=self.o.chat_template, allow_download=self.o.allow_download
+            source, chat_template=self.o.chat_template, allow_download=self.o.allow_download
         )
         if self.loaded.template is None:
             # No template: nothing to lint; ChatDataset would raise at start-up.
+            given = "dataset.chat_template in the recipe" if self.recipe is not None else "--chat-template"
             missing = finding(
                 "chat_template_missing",
-                f"{self.o.model}: the tokenizer has no chat template and no --chat-template was given"
+                f"{source}: the tokenizer has no chat template and no {given} was given"
                 " (AutoModel: 'ChatDataset requires a tokenizer with chat template support.')",
+                hint="set dataset.chat_template in the recipe (a Jinja string or a .jinja file) or pass --chat-template"
+                if self.recipe is not None
+                else None,
             )
             self._finish_step("check-template", [missing], {"tokenizer": _safe_to_dict(self.loaded)})
         findings, figures = lint_template(self.loaded, self.paths["train"], TEMPLATE_SAMPLE)
@@ -609,6 +701,152 @@ class _Run:
         with atomic_write(self.paths["overrides"]) as fh:
             fh.write(to_yaml(self.overrides, header=header))
 
+    def write_recipe_outputs(self) -> None:
+        """recipe.yaml (the user's recipe with what preflight decided), overrides.yaml and the command line
+        that turn the original recipe into it, and the list of changes with why."""
+        from .recipe import Change, compose_overrides, nested, write_recipe
+        from .recipe import command_line as recipe_command_line
+
+        r = self.recipe
+        final = self._final_recipe()
+        sets, too_long = compose_overrides(r.file_config, final)
+        passed = [Change(k, None, v, "the recipe override after --") for k, _v in r.overrides for v in [_v]]
+        changes = _recipe_changes(r.file_config, final, [*passed, *self.flag_changes])
+        recipe_path = self.paths["recipe"].resolve()
+        run_line = f"automodel {_shell(str(recipe_path))}"
+        original = str(r.path)
+        self.command_line = None if too_long else recipe_command_line(original, sets)
+        header = (
+            f"{r.path.name} completed by dataprep preflight {_now()}: {len(changes)} change(s), listed in\n"
+            f"report.json (recipe.changes); everything else is the recipe as written.\nRun: {run_line}"
+        )
+        text, kept_layout = write_recipe(r, final, header)
+        with atomic_write(self.paths["recipe"]) as fh:
+            fh.write(text)
+        self.overrides = nested(sets)
+        if self.command_line:
+            how = (
+                f"The same changes over the original recipe, on AutoModel's command line (a mapping below replaces "
+                f"the recipe's section whole: dotted overrides cannot delete a key; None removes a section):\n"
+                f"{self.command_line}"
+            )
+        else:
+            how = (
+                f"These changes cannot be passed on AutoModel's command line: {', '.join(too_long)} must be "
+                f"replaced whole and its value is over 1000 characters, which AutoModel does not parse. "
+                f"Use {recipe_path.name}:\n{run_line}"
+            )
+        with atomic_write(self.paths["overrides"]) as fh:
+            fh.write(
+                to_yaml_doc(
+                    self.overrides,
+                    header=f"Changes dataprep preflight {_now()} makes to {original}.\n{how}",
+                )
+            )
+        self.recipe_out = {
+            "path": str(r.path.resolve()),
+            "recipe_yaml": str(recipe_path),
+            "kept_layout": kept_layout,
+            "run": run_line,
+            "changes": [c.to_dict() for c in changes],
+            "command_line": self.command_line,
+            "not_on_command_line": too_long,
+            "overrides_applied": [{"key": k, "value": v} for k, v in r.overrides],
+        }
+
+    def _final_recipe(self) -> dict[str, Any]:
+        """The recipe as it will run: the user's (with their overrides) and the sections preflight decides."""
+        import copy
+
+        from .overrides import chat_dataset_section
+        from .plan import LOSS_TARGETS
+        from .recipe import TORCH_DTYPES, peft_section
+
+        r = self.recipe
+        final: dict[str, Any] = copy.deepcopy(r.config)
+        rec = (self.plan_dict or {}).get("recommendation") or {}
+        plan_over = self.plan.overrides() if self.plan is not None else {}
+        if not isinstance(final.get("model"), dict):
+            final["model"] = {}
+        model = final["model"]
+        if "model" not in self.taken and self.o.model:
+            ref = self.o.model
+            if Path(ref).expanduser().is_dir():
+                ref = str(Path(ref).expanduser().resolve())
+            model["pretrained_model_name_or_path"] = ref
+        # the precision the memory plan assumed, explicit (an "auto" fp32 checkpoint would double it)
+        param_dtype = (self.plan_dict or {}).get("budget", {}).get("param_dtype") or "bf16"
+        want = TORCH_DTYPES[param_dtype]
+        if TORCH_DTYPES.get(str(model.get("torch_dtype", "")).lower()) != want:
+            model["torch_dtype"] = want
+        if plan_over.get("model", {}).get("output_hidden_states"):
+            model["output_hidden_states"] = True
+        if "step_scheduler" in plan_over:
+            sched = final.get("step_scheduler") if isinstance(final.get("step_scheduler"), dict) else {}
+            final["step_scheduler"] = {**sched, **plan_over["step_scheduler"]}
+        dist = final.get("distributed") if isinstance(final.get("distributed"), dict) else {}
+        final["distributed"] = {**dist, "activation_checkpointing": bool(rec.get("activation_checkpointing"))}
+        loss = rec.get("loss")
+        if loss in LOSS_TARGETS:
+            current = final.get("loss_fn") if isinstance(final.get("loss_fn"), dict) else {}
+            if current.get("_target_") != LOSS_TARGETS[loss]:
+                final["loss_fn"] = {"_target_": LOSS_TARGETS[loss]}
+        if rec.get("packing"):
+            ps = final.get("packed_sequence") if isinstance(final.get("packed_sequence"), dict) else {}
+            final["packed_sequence"] = {**ps, "packed_sequence_size": int(rec["seq_length"])}
+        if self.o.method == "sft":
+            final.pop("peft", None)
+            final.pop("quantization", None)
+        else:
+            opts = self.o.plan_options
+            explicit_targets = opts.get("lora_targets") if "lora_targets" not in self.taken else None
+            old_peft = final.get("peft") if isinstance(final.get("peft"), dict) else None
+            chooses = old_peft and any(
+                old_peft.get(k) for k in ("target_modules", "match_all_linear", "exclude_modules")
+            )
+            if explicit_targets is None and not chooses:
+                explicit_targets = self.plan.lora_targets  # what the memory plan counted, explicit
+            final["peft"] = peft_section(
+                old_peft,
+                rank=int(opts.get("lora_rank") or self.plan.lora_rank),
+                alpha=int(opts.get("lora_alpha") or self.plan.lora_alpha),
+                targets=explicit_targets,
+            )
+        template = self._template_for_recipe()
+        seq = self.seq_length
+        sections = {"dataset": self.paths["train"]}
+        if self.split and self.split.validation_rows:
+            sections["validation_dataset"] = self.paths["validation"]
+        else:
+            final.pop("validation_dataset", None)
+        for name, path in sections.items():
+            old = final.get(name) if isinstance(final.get(name), dict) else {}
+            sec = chat_dataset_section(
+                path,
+                seq_length=seq,
+                chat_template=template,
+                mask_generation_prompt=self.mask_generation_prompt,
+            )
+            if old.get("_target_") in _CHAT_TARGETS:  # the user's own ChatDataset settings ride along
+                sec.update({k: v for k, v in old.items() if k in _CARRIED_DATASET_KEYS})
+            if isinstance(old.get("tokenizer"), dict) and "tokenizer" in self.taken:
+                sec["tokenizer"] = old["tokenizer"]  # (with --model, the model's tokenizer: no key)
+            final[name] = sec
+        return final
+
+    def _template_for_recipe(self) -> str | None:
+        """The chat template the recipe's ChatDataset should read: a file or --chat-template as given; a
+        template written inline in the recipe goes to chat_template.jinja (so the dataset section stays short
+        enough to pass on AutoModel's command line)."""
+        t = self.o.chat_template
+        if t is None:
+            return None
+        if _is_template_file(t):
+            return t
+        with atomic_write(self.paths["chat_template"]) as fh:
+            fh.write(t)
+        return str(self.paths["chat_template"].resolve())
+
     def write_manifest(self) -> None:
         from .manifest import DataFile, build_manifest, resolved_from_dir
 
@@ -621,9 +859,7 @@ class _Run:
         }
         loaded = self.loaded
         resolved = resolved_from_dir(self.o.model, loaded.model_dir) if loaded is not None else None
-        tmpl_path = (
-            self.o.chat_template if self.o.chat_template and Path(self.o.chat_template).is_file() else None
-        )
+        tmpl_path = self.o.chat_template if _is_template_file(self.o.chat_template) else None
         m = build_manifest(
             self.o.model,
             data=data,
@@ -638,7 +874,7 @@ class _Run:
             fh.write(json.dumps(self.manifest, indent=2, ensure_ascii=False) + "\n")
 
     def remove_stale(self) -> None:
-        for key in ("overrides", "manifest"):
+        for key in APPROVED_OUTPUTS:
             self.paths[key].unlink(missing_ok=True)
 
     # -- the whole thing ---------------------------------------------------------------------------
@@ -650,6 +886,7 @@ class _Run:
         stopped_at: str | None = None
         exit_code = EXIT_OK
         order: list[tuple[str, Callable[[], None]]] = [
+            ("recipe", self.recipe_step),
             ("inspect", self.inspect),
             ("normalize", self.convert_and_split),  # normalize + validate + split: one pass
             ("check-template", self.check_template),
@@ -663,7 +900,11 @@ class _Run:
             stopped_at = next((s.name for s in self.steps.values() if s.status == "error"), None)
             exit_code = stop.exit_code
         if stopped_at is None:
-            self.write_overrides()
+            self.remove_stale()
+            if self.recipe is not None:
+                self.write_recipe_outputs()
+            else:
+                self.write_overrides()
             self.write_manifest()
         else:
             self.remove_stale()
@@ -709,6 +950,7 @@ class _Run:
             "overrides": self.overrides,
             "overrides_yaml": overrides_yaml,
             "command_line": self.command_line,
+            "recipe": self.recipe_out,
             "manifest": self.manifest,
             "versions": versions,
         }
@@ -723,7 +965,81 @@ def run_preflight(
     the report, and exit code 2 marks the ones DESIGN.md gives 2 (unreadable input, model not found).
     """
     opts.validate()
-    return _Run(opts, progress).run()
+    if opts.recipe is None:
+        if opts.method is None:
+            opts = replace(opts, method="sft")
+        return _Run(opts, progress).run()
+    from .recipe import load_recipe
+
+    recipe = load_recipe(opts.recipe, opts.recipe_args)
+    opts, taken, flag_changes = resolve_with_recipe(opts, recipe)
+    return _Run(opts, progress, recipe=recipe, taken=taken, flag_changes=flag_changes).run()
+
+
+# option -> the dataprep flag that sets it (for "the command line wins" in the report)
+_FLAGS = {
+    "model": "--model",
+    "dataset": "--dataset",
+    "tokenizer": "--model",
+    "method": "--method",
+    "seq_length": "--seq-length",
+    "chat_template": "--chat-template",
+    "global_batch_size": "--global-batch-size",
+    "lora_rank": "--lora-rank",
+    "lora_alpha": "--lora-alpha",
+    "lora_targets": "--lora-targets",
+    "activation_checkpointing": "--activation-checkpointing",
+    "loss": "--loss",
+    "param_dtype": "--param-dtype",
+    "packing": "--packing",
+}
+_TOP_LEVEL = ("model", "dataset", "tokenizer", "method", "seq_length", "chat_template")
+
+
+def resolve_with_recipe(
+    opts: PreflightOptions, recipe: Any
+) -> tuple[PreflightOptions, dict[str, Any], list[Any]]:
+    """The options with every one the user left unset taken from the recipe; the recipe values a dataprep flag
+    replaced, as changes. Raises UsageError when neither names the model or a dataset preflight can read."""
+    from .recipe import Change, recipe_settings
+
+    settings = recipe_settings(recipe)
+    top: dict[str, Any] = {}
+    plan = dict(opts.plan_options)
+    taken: dict[str, Any] = {}
+    changes: list[Change] = []
+    for name, st in settings.items():
+        given = getattr(opts, name) if name in _TOP_LEVEL else plan.get(name)
+        if name == "tokenizer" and opts.model:
+            given = opts.model  # --model names the tokenizer too
+        if given is None:
+            taken[name] = st
+            if name in _TOP_LEVEL:
+                top[name] = st.value
+            else:
+                plan[name] = st.value
+        elif given != st.value and name in _FLAGS and name != "dataset":
+            changes.append(Change(st.key, st.value, given, f"{_FLAGS[name]} on the dataprep command line"))
+    if opts.model and "tokenizer" in settings:
+        top["tokenizer"] = None
+    resolved = replace(opts, **top, plan_options=plan)
+    if resolved.method is None:
+        resolved = replace(resolved, method="sft")
+    if not resolved.model:
+        raise UsageError(
+            f"{recipe.path}: no model.pretrained_model_name_or_path, and no --model",
+            hint="pass --model (a folder or Hugging Face id)",
+        )
+    if not resolved.dataset:
+        found = recipe.dataset_path()
+        what = f"{recipe.dataset_target() or 'no dataset section'}" + (
+            f" reading {found[1]}" if found else ""
+        )
+        raise UsageError(
+            f"{recipe.path}: the recipe's dataset is {what}, which preflight cannot read as chat data; pass --dataset",
+            hint="--dataset PATH: any input normalize reads; recipe.yaml then points ChatDataset at the result",
+        )
+    return resolved, taken, changes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -806,6 +1122,96 @@ def lint_template(loaded: Any, dataset: Path, samples: int) -> tuple[list[Findin
     figures = _safe_to_dict(report)
     figures.pop("findings", None)
     return [_as_finding(f) for f in report.findings], figures
+
+
+_CHAT_TARGETS = frozenset(
+    {
+        "nemo_automodel.components.datasets.llm.chat_dataset.ChatDataset",
+        "nemo_automodel.components.datasets.llm.ChatDataset",
+    }
+)
+# ChatDataset settings of the user's recipe that preflight does not decide (see recipe_setting_not_modeled)
+_CARRIED_DATASET_KEYS = frozenset(
+    {
+        "shuffle_seed",
+        "mask_reasoning_content",
+        "mask_history",
+        "unshifted",
+        "skip_invalid_samples",
+        "start_of_turn_token",
+    }
+)
+# why recipe.yaml changes a key (the longest matching prefix wins)
+_WHY = {
+    "dataset": "ChatDataset reading the train.jsonl preflight wrote",
+    "dataset.seq_length": "the plan's seq_length",
+    "dataset.truncation": "truncation makes seq_length take effect",
+    "dataset.padding": "ChatDataset pads in the collator; template-side padding would put pads before EOS",
+    "dataset.mask_generation_prompt": "no generation tags: without it AutoModel trains every assistant header",
+    "dataset.chat_template": "the recipe's template, read from chat_template.jinja",
+    "validation_dataset": "ChatDataset reading the validation.jsonl preflight wrote",
+    "step_scheduler": "the plan: the largest micro-batch that fits, accumulation for the global batch",
+    "distributed.activation_checkpointing": "the plan's activation checkpointing, explicit",
+    "peft": "the LoRA settings the memory plan used (one way of choosing modules)",
+    "quantization": "--method sft: no quantized base",
+    "loss_fn": "the loss the memory plan assumed",
+    "model.torch_dtype": "the precision the memory plan assumed, explicit",
+    "model.output_hidden_states": "FusedLinearCrossEntropy takes the hidden states",
+    "model.pretrained_model_name_or_path": "--model on the dataprep command line",
+    "packed_sequence": "the plan's packing",
+}
+
+
+def _recipe_changes(old: Mapping[str, Any], new: Mapping[str, Any], flag_changes: Iterable[Any]) -> list[Any]:
+    """Every key recipe.yaml changes, with why; a dataset section that changes target or loses keys is one
+    change (it is replaced whole)."""
+    from .recipe import Change, diff
+
+    by_flag = {c.key: c.why for c in flag_changes}
+    out: list[Change] = []
+    whole = set()
+    for name in ("dataset", "validation_dataset"):
+        a, b = old.get(name), new.get(name)
+        if isinstance(a, dict) and (
+            not isinstance(b, dict) or a.get("_target_") != b.get("_target_") or set(a) - set(b)
+        ):
+            whole.add(name)
+            out.append(Change(name, a, b, "replaced whole: " + _WHY[name]))
+    for key, a, b in diff(old, new):
+        if key.split(".", 1)[0] in whole:
+            continue
+        why = next((by_flag[k] for k in by_flag if key == k or key.startswith(k + ".")), None)
+        if why is None:
+            parts = key.split(".")
+            why = next(
+                (_WHY[".".join(parts[:i])] for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in _WHY),
+                "",
+            )
+        out.append(Change(key, a, b, why))
+    return out
+
+
+def _is_template_file(t: str | None) -> bool:
+    """Whether ``--chat-template`` / ``dataset.chat_template`` names a file (template text never does; a long
+    text would not even stat: ENAMETOOLONG)."""
+    if not t or "\n" in t or "{" in t:
+        return False
+    try:
+        return Path(t).expanduser().is_file()
+    except OSError:
+        return False
+
+
+def _shell(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def to_yaml_doc(doc: Mapping[str, Any], *, header: str) -> str:
+    from .overrides import to_yaml
+
+    return to_yaml(doc, header=header)
 
 
 def _remap_rows(f: Finding, index: Any) -> Finding:

@@ -201,3 +201,59 @@ def test_stats_trainer_check_agrees(cli, model):
     assert tc["automodel_version"] == "0.7.0" and tc["rows_checked"] >= 8
     assert tc["agree"] == tc["rows_checked"], tc["disagreements"]
     assert "trainer_model_mismatch" not in {f["code"] for f in d["findings"]}
+
+
+# -- preflight --recipe: recipe.yaml through AutoModel's own config path ------------------------------------------
+STOCK_RECIPES = ROOT.parent / "shared" / "automodel" / "recipes"
+FIXTURE_RECIPES = ["base", "stale_keys", "seq_no_truncation", "batch_not_divisible", "peft_conflict",
+                   "packing_conflict", "implicit_precision", "inline_template"]  # fmt: skip
+RECIPE_CASES = [pytest.param(FIXTURES / "recipes" / f"{n}.yaml", id=n) for n in FIXTURE_RECIPES] + [
+    pytest.param(p, id=p.stem) for p in sorted(STOCK_RECIPES.glob("*.yaml"))
+]
+
+
+@pytest.mark.parametrize("recipe", RECIPE_CASES)
+def test_recipe_yaml_loads_and_draws_a_batch(tmp_path, recipe, monkeypatch):
+    """recipe.yaml loads through parse_args_and_load_config + RecipeConfig, builds its dataloaders (one batch
+    each, within seq_length, with supervised labels), its peft section instantiates and passes LoRA's module
+    matcher, the step scheduler accepts its batch sizes; the printed command line over the ORIGINAL recipe gives
+    the same config. Stock recipes (../shared, their source noted there) get a fixture model and dataset."""
+    import shlex
+    import subprocess
+    import sys
+
+    from nemo_automodel.components._peft.module_matcher import ModuleMatcher
+    from nemo_automodel.recipes._dist_utils import parse_distributed_section
+
+    monkeypatch.setenv("DATAPREP_FIXTURES", str(FIXTURES))
+    stock = recipe.parent == STOCK_RECIPES
+    gpus = 4 if recipe.stem == "inline_template" else 1
+    out = tmp_path / "prep"
+    args = [sys.executable, "-m", "dataprep", "preflight", "--recipe", str(recipe), "--out", str(out),
+            "--val-fraction", "0.3", "--gpus", str(gpus), "--quiet"]  # fmt: skip
+    if stock:
+        args += ["--model", str(FIXTURES / "models" / "chatml"),
+                 "--dataset", str(FIXTURES / "golden" / "openai_messages.jsonl")]  # fmt: skip
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    rc = _automodel_config(["--config", str(out / "recipe.yaml")])
+    seq = rc.get("dataset.seq_length")
+    batch = _one_batch(rc, rc.dataloader)
+    assert batch["input_ids"].shape[1] <= seq and (batch["labels"] != -100).any()
+    for loader in rc.validation_dataloaders.values():
+        assert (_one_batch(rc, loader)["labels"] != -100).any()
+    if rc.get("peft") is not None:
+        peft = rc.peft.instantiate()
+        ModuleMatcher(peft.target_modules, peft.exclude_modules, peft.match_all_linear, is_causal_lm=True)
+    assert rc.step_scheduler is not None and rc.loss_fn is not None
+    dist = parse_distributed_section(rc.get("distributed").to_dict())
+    dp = gpus // (dist["tp_size"] * dist["cp_size"] * dist["pp_size"])
+    lbs, gbs = rc.get("step_scheduler.local_batch_size"), rc.get("step_scheduler.global_batch_size")
+    assert gbs % (lbs * dp) == 0
+    assert isinstance(rc.get("model.torch_dtype"), str)
+    line = report["recipe"]["command_line"]
+    assert line, report["recipe"]["not_on_command_line"]
+    cli_args = shlex.split(line)[2:]
+    from_cli = _automodel_config(["--config", str(recipe), *cli_args])
+    assert from_cli.to_dict() == rc.to_dict()

@@ -97,9 +97,10 @@ def test_csv_to_overrides(cli, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["stopped_at"] is None and report["exit_code"] == 0
     assert [s["name"] for s in report["steps"]] == [
-        "inspect", "normalize", "validate", "check-template", "stats", "plan",
+        "recipe", "inspect", "normalize", "validate", "check-template", "stats", "plan",
     ]  # fmt: skip
-    assert all(s["status"] in ("ok", "warning") for s in report["steps"])
+    assert report["steps"][0]["status"] == "skipped" and report["recipe"] is None
+    assert all(s["status"] in ("ok", "warning") for s in report["steps"][1:])
     assert {"dataprep", "transformers", "tokenizers"} <= set(report["versions"])
     assert report["command_line"].startswith("automodel ")
     # Nothing lost: every input row is in train, validation or rejects.
@@ -166,7 +167,7 @@ def test_packed_input_stops_at_inspect(cli, tmp_path):
     codes = [f["code"] for f in doc["findings"]]
     assert "packed_parquet_used_with_automodel" in codes
     assert all(f["step"] == "inspect" for f in doc["findings"])
-    assert [s["status"] for s in doc["steps"]][1:] == ["not_run"] * 5
+    assert [s["status"] for s in doc["steps"]] == ["skipped", "error"] + ["not_run"] * 5
     assert not (out / "overrides.yaml").exists(), "a stale overrides.yaml must not survive a failed run"
     assert not (out / "train.jsonl").exists()
     assert (out / "report.json").is_file() and (out / "report.html").is_file()

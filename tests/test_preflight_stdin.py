@@ -40,7 +40,7 @@ def test_csv_on_stdin_is_named_stdin(cli, tmp_path, model):
     no_spool(r.stdout, r.stderr, raw, (out / "report.html").read_text(encoding="utf-8"))
     report = json.loads(raw)
     assert report["inputs"]["dataset"] == "<stdin>"
-    assert report["steps"][0]["figures"]["path"] == "<stdin>"
+    assert report["steps"][1]["figures"]["path"] == "<stdin>"  # inspect (after the skipped recipe step)
     assert report["findings"][0]["message"].startswith("<stdin>:1: ")
 
 

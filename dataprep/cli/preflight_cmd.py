@@ -12,14 +12,28 @@ from ._options import ConvertFlags, convert_options, length_options, parse_int_l
 
 
 @click.command("preflight")
-@click.option("--model", required=True, help="Model folder or Hugging Face id (from the local cache).")
-@click.option("--dataset", required=True, help="Any input normalize reads, or messages JSONL.")
+@click.option(
+    "--recipe",
+    "recipe",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="An AutoModel recipe YAML: read (with the overrides after --), checked, and written back complete as "
+    "OUT/recipe.yaml. Model, dataset and training settings come from it unless a flag says otherwise.",
+)
+@click.option(
+    "--model", default=None, help="Model folder or Hugging Face id (local cache). Required without --recipe."
+)
+@click.option(
+    "--dataset",
+    default=None,
+    help="Any input normalize reads, or messages JSONL. Required without --recipe (or when its dataset is not "
+    "a local ChatDataset file).",
+)
 @click.option(
     "--method",
     type=click.Choice(["sft", "lora"]),
-    default="sft",
-    show_default=True,
-    help="Full fine-tuning (sft/automodel) or LoRA (peft/automodel).",
+    default=None,
+    help="Full fine-tuning or LoRA. Default: the recipe's (a peft section is LoRA), else sft.",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option(
@@ -35,17 +49,20 @@ from ._options import ConvertFlags, convert_options, length_options, parse_int_l
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes for the stats.")
 @plan_options(defaults=False)
 @click.option(
-    "--recipe",
+    "--recipe-name",
     "recipe_config",
     default="RECIPE.yaml",
     show_default=True,
-    help="Recipe YAML named in the printed command line.",
+    help="Without --recipe: the recipe file named in the printed command line.",
 )
 @output_options
+@click.argument("recipe_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- --a.b VALUE ...]")
 def preflight_cmd(
-    model: str,
-    dataset: str,
-    method: str,
+    recipe: str | None,
+    recipe_args: tuple[str, ...],
+    model: str | None,
+    dataset: str | None,
+    method: str | None,
     gpus: int,
     gpu_memory: str,
     out_dir: str,
@@ -72,16 +89,25 @@ def preflight_cmd(
     quiet: bool,
     strict: bool,
 ) -> None:
-    """Run every check as one pipeline pre-step: inspect, normalize, validate, check-template, stats, plan.
+    """Run every check as one pipeline pre-step: recipe, inspect, normalize, validate, check-template, stats, plan.
+
+    With --recipe, the AutoModel recipe is read as AutoModel reads it (overrides after `--` in AutoModel's own
+    grammar: --a.b v, --a.b=v, a bare --flag is true), checked, and its settings (LoRA, batch, activation
+    checkpointing, loss, parallel sizes, dtype, seq_length, chat_template) drive the plan; flags given here win
+    and are reported as changes.
 
     Writes to OUT: train.jsonl, validation.jsonl (a deterministic split by conversation hash), rejects.jsonl,
-    report.json, report.html, and (when nothing stopped the run) overrides.yaml for the AutoModel recipe and
-    manifest.json for `verify-manifest`. Stops at the first step with an error; exit 0 ready, 1 an error
-    finding (--strict: or a warning), 2 unreadable input or model not found.
+    report.json, report.html, and, when nothing stopped the run, manifest.json for `verify-manifest` and:
+    with --recipe, recipe.yaml (the recipe with what preflight decided; run `automodel OUT/recipe.yaml`) and
+    overrides.yaml (the same changes over the original recipe); without, overrides.yaml to merge into a recipe.
+    Stops at the first step with an error; exit 0 ready, 1 an error finding (--strict: or a warning), 2
+    unreadable input, bad recipe or model not found.
 
-    Example:
+    Examples:
 
     \b
+        dataprep preflight --recipe llama3_2_1b_peft.yaml --dataset chats.jsonl --gpus 8 --out prep/
+        dataprep preflight --recipe r.yaml --dataset d.csv --out prep/ -- --step_scheduler.max_steps 500
         dataprep preflight --model ./Llama-3.2-1B --dataset data.csv --method lora --gpus 8 --gpu-memory 80GiB --out prep/
     """
 
@@ -126,7 +152,16 @@ def preflight_cmd(
             },
             strict=strict,
             recipe_config=recipe_config,
+            recipe=recipe,
+            recipe_args=tuple(recipe_args),
         )
+        if recipe_args and recipe is None:
+            from ..errors import UsageError
+
+            raise UsageError(
+                f"overrides after -- ({' '.join(recipe_args[:3])}...) need --recipe",
+                hint="dataprep preflight --recipe RECIPE.yaml ... -- --a.b value",
+            )
         progress = None
         if not quiet and sys.stderr.isatty():
 
@@ -209,6 +244,12 @@ def _summary(report: dict[str, Any]) -> list[str]:
             f" x grad_accumulation {rec['grad_accumulation']} x dp {rec['dp_size']}"
             f" = global {rec['global_batch_size']};"
             f" {mem['per_gpu_gib']:.1f} GiB per GPU of {budget.get('usable_gib', '?')} GiB usable"
+        )
+    recipe = report.get("recipe")
+    if recipe:
+        lines.append(
+            f"  recipe: {len(recipe['changes'])} change(s) to {recipe['path'].rsplit('/', 1)[-1]}"
+            f" in recipe.yaml; run: {recipe['run']}"
         )
     return lines
 
