@@ -435,7 +435,8 @@ def check_recipe(recipe: Recipe, *, gpus: int, data_replaced: bool) -> list[Find
         out.append(
             finding(
                 "precision_not_explicit",
-                f"{name}: model.torch_dtype is {have!r}: the checkpoint's own dtype decides the precision "
+                f"{name}: model.torch_dtype is {'not set' if have is None else repr(have)}: the checkpoint's own "
+                f"dtype decides the precision "
                 f"(an fp32 checkpoint trains in fp32: twice the memory the plan assumes)",
                 hint="recipe.yaml sets model.torch_dtype to the dtype the memory plan assumed",
                 key="model.torch_dtype",
