@@ -420,6 +420,7 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "recommendation": _rec_list((plan or {}).get("recommendation")),
         "overrides_yaml": report.get("overrides_yaml"),
         "command_line": report.get("command_line"),
+        "recipe": report.get("recipe"),
         "outputs": [(k.replace("_", " "), v) for k, v in (report.get("outputs") or {}).items()],
         "split": report.get("split"),
         "versions": [(k, v or "not installed") for k, v in (report.get("versions") or {}).items()],

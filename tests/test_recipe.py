@@ -320,3 +320,10 @@ def test_tp_and_cp_divide_what_they_split():
     # tp splits heads and the MLP, not the hidden-size tensors: between a half and the whole
     assert base["activations"] / 2 < tp["activations"] < base["activations"]
     assert tp["logits"] == base["logits"]
+
+
+def test_report_html_lists_the_recipe_changes(cli, tmp_path):
+    r, out = _preflight(cli, tmp_path, RECIPES / "stale_keys.yaml")
+    assert r.exit_code == 0, r.stderr
+    html = (out / "report.html").read_text()
+    assert 'id="recipe-changes"' in html and "replaced whole" in html and "recipe.yaml" in html
