@@ -303,6 +303,55 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "global_batch_size is not a multiple of local_batch_size x dp_size",
             "choose one of the nearest valid global batch sizes",
         ),
+        # -- real-world inputs and data quality (issue 13) ----------------------------------------------
+        _spec(
+            "python_literal_cells",
+            "info",
+            "a column holds Python literals (pandas to_csv of lists/dicts), read with ast.literal_eval",
+            "nothing to do: dataprep reads them safely; write JSON (df.to_json, json.dumps) to avoid the ambiguity",
+        ),
+        _spec(
+            "loss_weight_ignored",
+            "warning",
+            "an assistant turn has loss_weight 0, but AutoModel trains every assistant turn",
+            "drop the turn or the row if it must not be trained; AutoModel has no per-turn weight",
+        ),
+        _spec(
+            "too_long",
+            "warning",
+            "the row is longer than the length kept (seq_length or --max-tokens)",
+            "kept in rejects with its row number: raise --max-tokens / --seq-length to keep it",
+        ),
+        _spec(
+            "unfilled_placeholder",
+            "warning",
+            "assistant text holds an unfilled template placeholder ({{name}}, {author}, <PLACEHOLDER>)",
+            "fill the placeholders before training, or the model learns to say them",
+        ),
+        _spec(
+            "near_empty_answer",
+            "warning",
+            "an assistant answer is whitespace or a few characters",
+            "check the source: an empty answer trains the model to stop at once",
+        ),
+        _spec(
+            "repeated_answer",
+            "warning",
+            "the same assistant answer follows many different prompts",
+            "a canned answer repeated this often is learned verbatim: deduplicate or vary it",
+        ),
+        _spec(
+            "mojibake",
+            "warning",
+            "text with replacement characters or double-decoded UTF-8 (\ufffd, 'Ã©')",
+            "re-read the source with the right --encoding",
+        ),
+        _spec(
+            "ends_with_user_turn",
+            "info",
+            "a conversation ends with a user turn: its last message is never answered or trained",
+            "drop the trailing user turn, or add the answer",
+        ),
         # -- the AutoModel recipe (preflight --recipe) ---------------------------------------------------
         _spec(
             "recipe_invalid",
