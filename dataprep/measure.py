@@ -136,6 +136,24 @@ class TokenCounts:
             r, t, s, u, mask_source, (), run_row, run_start.astype(np.int32), run_end.astype(np.int32), um
         )
 
+    def subset(self, keep: np.ndarray) -> TokenCounts:
+        """The rows where ``keep`` (one bool per row) holds, their runs re-indexed; ``rejected`` unchanged."""
+        keep = np.asarray(keep, dtype=bool)
+        new_pos = (np.cumsum(keep) - 1).astype(np.int32)
+        run_keep = keep[self.run_row] if self.run_row.size else np.zeros(0, dtype=bool)
+        return TokenCounts(
+            self.rows[keep],
+            self.total[keep],
+            self.supervised[keep],
+            self.turns[keep],
+            self.mask_source,
+            self.rejected,
+            new_pos[self.run_row[run_keep]],
+            self.run_start[run_keep],
+            self.run_end[run_keep],
+            None if self.unmaskable_from is None else self.unmaskable_from[keep],
+        )
+
     def supervised_kept(self, seq_length: int) -> np.ndarray:
         """Per row, the supervised tokens left after right truncation to ``seq_length`` tokens."""
         kept = np.clip(np.minimum(self.run_end, seq_length) - self.run_start, 0, None)

@@ -86,6 +86,7 @@ class PreflightOptions:
     workers: int = 1
     # plan (passed to make_plan by name when it accepts them)
     seq_length: int | None = None
+    max_tokens: int | None = None  # rows longer go to rejects as too_long
     plan_options: Mapping[str, Any] = field(default_factory=dict)
     strict: bool = False
     recipe_config: str = "RECIPE.yaml"  # the recipe name in the printed command line (no --recipe)
@@ -113,6 +114,10 @@ class PreflightOptions:
             raise UsageError("--gpu-memory must be positive", hint="e.g. --gpu-memory 80GiB")
         if self.seq_length is not None and self.seq_length <= 0:
             raise UsageError(f"--seq-length {self.seq_length}: must be positive")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise UsageError(
+                f"--max-tokens {self.max_tokens}: must be positive", hint="e.g. --max-tokens 8192"
+            )
         if self.sample is not None and self.sample <= 0:
             raise UsageError(f"--sample {self.sample}: must be positive", hint="e.g. --sample 10000")
         if self.workers < 1:
@@ -300,6 +305,11 @@ class _Run:
         self.taken = dict(taken or {})  # option -> recipe Setting it came from
         self.flag_changes = list(flag_changes)  # recipe values the dataprep command line overrode
         self.recipe_out: dict[str, Any] | None = None
+        from .template_lint import DataTraits
+
+        self.traits = (
+            DataTraits()
+        )  # what the kept rows carry (reasoning, tools, system), counted as they pass
         self.out = Path(opts.out_dir)
         self.paths = {k: self.out / v for k, v in OUTPUT_NAMES.items()}
         self.steps = {name: StepRecord(name) for name in STEPS}
@@ -589,6 +599,7 @@ class _Run:
                 rejects.add("validate", row, p.code, p.message, conv)
                 continue
             counters["valid"] += 1
+            self.traits.add(conv)
             yield row, conv
 
     def check_template(self) -> None:
@@ -610,7 +621,7 @@ class _Run:
                 else None,
             )
             self._finish_step("check-template", [missing], {"tokenizer": _safe_to_dict(self.loaded)})
-        findings, figures = lint_template(self.loaded, self.paths["train"], TEMPLATE_SAMPLE)
+        findings, figures = lint_template(self.loaded, self.paths["train"], TEMPLATE_SAMPLE, self.traits)
         # The dataset check names train.jsonl lines: give the input rows instead.
         findings = [_remap_rows(f, self.row_index.get("train")) for f in findings]
         self._finish_step("check-template", findings, figures)
@@ -631,6 +642,9 @@ class _Run:
         return loaded is not None and loaded.template is not None and not loaded.has_generation_tags
 
     def stats(self) -> None:
+        """Measure every row once; the rows the chosen length would train on nothing (or longer than
+        --max-tokens) leave train/validation for rejects.jsonl as ``too_long``, and the figures are the kept
+        rows' (recomputed from the counts, no second measurement)."""
         from .stats import compute_stats
 
         seq_lengths = tuple(
@@ -645,8 +659,82 @@ class _Run:
         }
         kwargs = _accepted(compute_stats, {**kwargs, "workers": self.o.workers})
         result = compute_stats(self._split_conversations(), self.loaded, **kwargs)
+        self.counts_all = result.counts
+        extra: list[Finding] = []
+        if not result.counts.rejected:  # rows ChatDataset raises on stop the run anyway
+            result, extra = self._set_aside_too_long(result, seq_lengths)
         self.stats_dict = result.to_dict()
-        self._finish_step("stats", getattr(result, "findings", []), self.stats_dict)
+        self._finish_step("stats", [*getattr(result, "findings", []), *extra], self.stats_dict)
+
+    def _set_aside_too_long(self, result: Any, seq_lengths: tuple[int, ...]) -> tuple[Any, list[Finding]]:
+        import dataclasses
+
+        import numpy as np
+
+        from .split import drop_rows
+        from .stats import stats_from_counts, too_long
+
+        counts = result.counts
+        seq = self.o.seq_length or result.recommended_seq_length
+        pos = too_long(counts, seq, self.o.max_tokens)
+        if not pos.size:
+            return result, []
+        rows = counts.rows[pos]
+        longest = int(counts.total[pos].max())
+        why = []
+        if seq is not None and ((counts.supervised > 0) & (counts.supervised_kept(int(seq)) == 0))[pos].any():
+            why.append(f"at seq_length {seq} they keep no supervised token")
+        if self.o.max_tokens is not None and (counts.total[pos] > self.o.max_tokens).any():
+            why.append(f"longer than --max-tokens {self.o.max_tokens}")
+        if self.o.sample is not None:  # only a sample was measured: name them, drop nothing
+            return result, [
+                finding(
+                    "too_long",
+                    f"{rows.size} sampled row(s) too long ({'; '.join(why)}; longest {longest} tokens): "
+                    "kept, since --sample measured only a sample",
+                    rows=rows[:MAX_ROWS_LISTED].tolist(),
+                    count=int(rows.size),
+                )
+            ]
+        message = f"{'; '.join(why)} (longest {longest} tokens)"
+        import shutil
+
+        old = self.paths["rejects"]
+        with open(old, encoding="utf-8") as before, atomic_write(old) as rfh:
+            shutil.copyfileobj(before, rfh)  # rewritten whole, atomically, with the new rows at the end
+            rejects = _Rejects(rfh)
+            self.split = drop_rows(
+                self.split,
+                rows.tolist(),
+                self.row_index,
+                lambda row, conv: rejects.add("stats", row, "too_long", message, conv),
+            )
+        keep = ~np.isin(counts.rows, rows)
+        kept = stats_from_counts(
+            counts.subset(keep),
+            seq_lengths=seq_lengths,
+            batch_sizes=self.o.batch_sizes,
+            model_max_length=result.model_max_length,
+            mask_generation_prompt=result.mask_generation_prompt,
+        )
+        kept = dataclasses.replace(
+            kept,
+            recommended_seq_length=result.recommended_seq_length,
+            rows_read=result.rows_read,
+            rows_skipped={**result.rows_skipped, "too_long": int(rows.size)},
+        )
+        severity = "error" if not kept.rows else None
+        return kept, [
+            finding(
+                "too_long",
+                f"{rows.size} row(s) moved to {self.paths['rejects'].name} as too_long: {message}; "
+                f"{kept.rows} rows remain",
+                rows=rows[:MAX_ROWS_LISTED].tolist(),
+                severity=severity,
+                count=int(rows.size),
+                seq_length=seq,
+            )
+        ]
 
     def plan_step(self) -> None:
         from .modelconfig import load_model_config
@@ -663,6 +751,7 @@ class _Run:
         }
         self.plan = make_plan(cfg, **_accepted(make_plan, kwargs))
         self.plan_dict = self.plan.to_dict()
+        self.plan_dict["tradeoff"] = self._tradeoff(cfg, kwargs)
         rec = self.plan_dict.get("recommendation") or {}
         self.seq_length = (
             rec.get("seq_length")
@@ -670,6 +759,42 @@ class _Run:
             or (self.stats_dict or {}).get("recommended_seq_length")
         )
         self._finish_step("plan", getattr(self.plan, "findings", None) or [], self.plan_dict)
+
+    def _tradeoff(self, cfg: Any, kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """One row per candidate seq_length: rows kept and set aside (too_long), supervised tokens lost, and
+        the plan at that length (local batch, memory per GPU, fits), over every row measured."""
+        from .plan import make_plan
+        from .stats import too_long
+
+        counts = getattr(self, "counts_all", None)
+        if counts is None or not len(counts):
+            return []
+        chosen = ((self.plan_dict or {}).get("recommendation") or {}).get("seq_length")
+        lengths = sorted({*self.o.seq_lengths, *([chosen] if chosen else [])})
+        sup_total = int(counts.supervised.sum()) or 1
+        rows = []
+        for L in lengths:
+            dropped = too_long(counts, L, self.o.max_tokens)
+            lost = sup_total - int(counts.supervised_kept(L).sum())
+            try:
+                p = make_plan(cfg, **_accepted(make_plan, {**kwargs, "seq_length": L}))
+                rec, fits, gib = p.recommendation, p.fits, round(p.estimate.total_gib, 2)
+                local = rec.local_batch_size
+            except DataprepError:
+                fits, gib, local = False, None, None
+            rows.append(
+                {
+                    "seq_length": int(L),
+                    "chosen": L == chosen,
+                    "rows_kept": int(len(counts) - dropped.size),
+                    "rows_set_aside": int(dropped.size),
+                    "supervised_tokens_lost_pct": round(100 * lost / sup_total, 2),
+                    "local_batch_size": local,
+                    "per_gpu_gib": gib,
+                    "fits": fits,
+                }
+            )
+        return rows
 
     # -- outputs -----------------------------------------------------------------------------------
     def write_overrides(self) -> None:
@@ -1111,13 +1236,17 @@ def normalize_items(opts: PreflightOptions, path: str) -> tuple[Iterator[Any], d
     )
 
 
-def lint_template(loaded: Any, dataset: Path, samples: int) -> tuple[list[Finding], dict[str, Any]]:
-    """The template engineer's lint, with the first ``samples`` rows of ``dataset`` rendered."""
+def lint_template(
+    loaded: Any, dataset: Path, samples: int, traits: Any = None
+) -> tuple[list[Finding], dict[str, Any]]:
+    """The template engineer's lint, with the first ``samples`` rows of ``dataset`` rendered and the findings
+    weighed by ``traits`` (what every kept row carries)."""
     import importlib
 
     T = importlib.import_module("dataprep.template_lint")  # noqa: N806 - issue 4's module
     report = T.lint_template(
-        loaded, **_accepted(T.lint_template, {"dataset": str(dataset), "samples": samples})
+        loaded,
+        **_accepted(T.lint_template, {"dataset": str(dataset), "samples": samples, "traits": traits}),
     )
     figures = _safe_to_dict(report)
     figures.pop("findings", None)

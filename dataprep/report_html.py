@@ -418,6 +418,7 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "packing": packing_view(stats.get("packing"), seq) if stats else [],
         "memory": memory_view(plan, gpu_gib if isinstance(gpu_gib, (int, float)) else None),
         "recommendation": _rec_list((plan or {}).get("recommendation")),
+        "tradeoff": (plan or {}).get("tradeoff") or [],
         "overrides_yaml": report.get("overrides_yaml"),
         "command_line": report.get("command_line"),
         "recipe": report.get("recipe"),

@@ -13,8 +13,8 @@ import hashlib
 import json
 import os
 from array import array
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -200,6 +200,41 @@ def _move_lowest(
     finally:
         pass1.unlink(missing_ok=True)
     return train, val
+
+
+def drop_rows(
+    result: SplitResult,
+    rows: Collection[int],
+    index: dict[str, Any],
+    on_drop: Callable[[int, dict[str, Any]], None],
+) -> SplitResult:
+    """Rewrite both halves without the lines of input ``rows`` (each handed to ``on_drop`` first); the index
+    and the counts and sha256 follow. Atomic per file; the other lines are copied byte for byte."""
+    drop = set(int(r) for r in rows)
+    out: dict[str, tuple[int, str]] = {}
+    for key, path in (("train", result.train_path), ("validation", result.validation_path)):
+        old_index = index.get(key) or array("q")
+        new_index = array("q")
+        with atomic_path(path) as tmp:
+            with open(path, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
+                w = _HashingWriter(fout)
+                for raw, row in zip(fin, old_index, strict=True):
+                    line = raw.rstrip("\n")
+                    if row in drop:
+                        on_drop(int(row), json.loads(line))
+                    else:
+                        w.write_line(line)
+                        new_index.append(row)
+                _sync(fout)
+        index[key] = new_index
+        out[key] = (w.rows, w.sha.hexdigest())
+    return replace(
+        result,
+        train_rows=out["train"][0],
+        train_sha256=out["train"][1],
+        validation_rows=out["validation"][0],
+        validation_sha256=out["validation"][1],
+    )
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -9,7 +9,9 @@
 - for each micro-batch size, padding efficiency (real tokens / padded tokens) of random batches and of
   length-grouped batches, and the expected padded length of a random batch;
 - for each sequence length, packing efficiency with first-fit decreasing;
-- a recommended sequence length (``RECOMMENDATION_RULE``).
+- a recommended sequence length (``RECOMMENDATION_RULE``): from the distribution, so one outlier row does not
+  set it; the rows it leaves without a supervised token are named (``truncation_drops_answers``; preflight moves
+  them to rejects as ``too_long``), and ``max_tokens`` sets rows longer than that aside as ``too_long``.
 
 Nothing is silent: every row read is measured or counted under a finding with its rows
 (``rows_read = rows + sum(rows_skipped.values())``): rows the converter rejects (``Skipped``), rows the trainer
@@ -38,8 +40,9 @@ PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 SEQ_MULTIPLE = 256
 COVERAGE_PERCENTILE = 99
 RECOMMENDATION_RULE = (
-    f"the smallest multiple of {SEQ_MULTIPLE} that covers p{COVERAGE_PERCENTILE} of total tokens and keeps at "
-    "least one supervised token of every row, capped at the tokenizer's model_max_length"
+    f"the smallest multiple of {SEQ_MULTIPLE} that covers p{COVERAGE_PERCENTILE} of total tokens and reaches the "
+    f"first supervised token of p{COVERAGE_PERCENTILE} of rows, capped at the tokenizer's model_max_length; "
+    "rows past it that would lose every supervised token are named, not silently trained on nothing"
 )
 # transformers sets model_max_length to a huge sentinel when the tokenizer does not say.
 _NO_MAX_LENGTH = 10**9
@@ -338,15 +341,21 @@ def packing_table(lengths: np.ndarray, seq_lengths: Sequence[int]) -> list[Packi
 
 
 # -- recommendation --------------------------------------------------------------------------------------------
-def recommend_seq_length(counts: TokenCounts, model_max_length: int | None = None) -> int | None:
-    """``RECOMMENDATION_RULE``; None when there are no rows."""
+def recommend_seq_length(
+    counts: TokenCounts, model_max_length: int | None = None, coverage: int = COVERAGE_PERCENTILE
+) -> int | None:
+    """``RECOMMENDATION_RULE``; None when there are no rows.
+
+    Percentiles, not maxima: a single row of 11k tokens among 300 of ~1.5k must not ask for 11k (and an OOM);
+    the rows a length leaves without supervision are reported by the caller.
+    """
     if len(counts) == 0:
         return None
-    need = percentile(counts.total, COVERAGE_PERCENTILE)
+    need = percentile(counts.total, coverage)
     first = counts.first_supervised()
     has_sup = counts.supervised > 0
     if has_sup.any():
-        need = max(need, int(first[has_sup].max()) + 1)
+        need = max(need, percentile(first[has_sup] + 1, coverage))
     rec = max(SEQ_MULTIPLE, -(-need // SEQ_MULTIPLE) * SEQ_MULTIPLE)
     if model_max_length:
         rec = min(rec, int(model_max_length))
@@ -405,6 +414,17 @@ class StatsResult:
         }
 
 
+def too_long(counts: TokenCounts, seq_length: int | None, max_tokens: int | None = None) -> np.ndarray:
+    """Positions of the rows that training at ``seq_length`` would keep no supervised token of (they had some),
+    or longer than ``max_tokens``: the rows preflight sets aside as ``too_long``."""
+    out = np.zeros(len(counts), dtype=bool)
+    if seq_length is not None:
+        out |= (counts.supervised > 0) & (counts.supervised_kept(int(seq_length)) == 0)
+    if max_tokens is not None:
+        out |= counts.total > int(max_tokens)
+    return np.flatnonzero(out)
+
+
 def stats_from_counts(
     counts: TokenCounts,
     *,
@@ -415,11 +435,22 @@ def stats_from_counts(
     sampled: bool = False,
     skipped: Skipped | None = None,
     mask_generation_prompt: bool = False,
+    max_tokens: int | None = None,
 ) -> StatsResult:
     """Everything ``compute_stats`` reports, from counts already measured.
 
     ``skipped``: the rows the converter rejected on the way (counted in ``rows_read`` and reported).
+    ``max_tokens``: rows longer are set aside (``too_long``, counted in ``rows_skipped``) before anything is
+    summarized, so the figures describe the rows that will be trained.
     """
+    long_rows: np.ndarray | None = None
+    if max_tokens is not None:
+        if max_tokens <= 0:
+            raise ValueError("max_tokens must be positive")
+        over = counts.total > int(max_tokens)
+        if over.any():
+            long_rows = counts.rows[over]
+            counts = counts.subset(~over)
     seq_lengths = sorted({int(s) for s in seq_lengths})
     batch_sizes = sorted({int(b) for b in batch_sizes})
     if any(s <= 0 for s in seq_lengths) or any(b <= 0 for b in batch_sizes):
@@ -428,6 +459,17 @@ def stats_from_counts(
     rec = recommend_seq_length(counts, model_max_length)
     findings = (skipped.findings() if skipped else []) + _findings(counts, rec, model_max_length, seq_lengths)
     rows_skipped = dict(skipped.counts()) if skipped else {}
+    if long_rows is not None:
+        rows_skipped["too_long"] = int(long_rows.size)
+        findings.append(
+            finding(
+                "too_long",
+                f"{long_rows.size} row(s) longer than --max-tokens {max_tokens} set aside (not in these figures)",
+                rows=long_rows[:FIRST_ROWS].tolist(),
+                count=int(long_rows.size),
+                max_tokens=int(max_tokens),
+            )
+        )
     for _, code, _ in counts.rejected:
         rows_skipped[code] = rows_skipped.get(code, 0) + 1
     if rows_read is None:
@@ -515,8 +557,11 @@ def _findings(
             out.append(
                 finding(
                     "truncation_drops_answers",
-                    f"at seq_length {rec} (recommended), {lose.size} row(s) lose every supervised token",
-                    rows=lose.tolist(),
+                    f"at seq_length {rec} (recommended), {lose.size} row(s) lose every supervised token"
+                    f" (longest: {int(counts.total[np.isin(counts.rows, lose)].max())} tokens); preflight sets"
+                    " them aside as too_long",
+                    rows=lose[:FIRST_ROWS].tolist(),
+                    count=int(lose.size),
                     seq_length=int(rec),
                 )
             )
@@ -559,6 +604,7 @@ def compute_stats(
     mask_generation_prompt: bool = False,
     progress: Callable[[int], None] | None = None,
     skipped: Skipped | None = None,
+    max_tokens: int | None = None,
 ) -> StatsResult:
     """Measure (row number, conversation) pairs through ``loaded``'s chat template and summarize.
 
@@ -589,4 +635,5 @@ def compute_stats(
         sampled=sample is not None and rows_read > len(counts) + len(counts.rejected),
         skipped=skipped,
         mask_generation_prompt=mask_generation_prompt,
+        max_tokens=max_tokens,
     )

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from . import trainer
-from .findings import Finding, finding
+from .findings import Finding, Severity, finding
 from .render import DEFAULT_LIMITS, Limits, Rendered, RenderError, compile_template, render_for
 
 # ------------------------------------------------------------------------------------------------
@@ -811,20 +811,104 @@ def check_dataset(
     return findings, DatasetCheck(str(path), rendered, failed, reader), first
 
 
+@dataclass
+class DataTraits:
+    """What a dataset carries that a template finding is about: rows with reasoning, tools, a system turn."""
+
+    rows: int = 0
+    reasoning: int = 0  # an assistant message with non-empty reasoning_content / reasoning / thinking
+    tools: int = 0  # a tools list or an assistant tool call
+    system: int = 0  # a system message
+
+    def add(self, conv: Mapping[str, Any]) -> None:
+        msgs = conv.get("messages") if isinstance(conv, Mapping) else None
+        if not isinstance(msgs, list):
+            return
+        self.rows += 1
+        reasoning = tools = system = False
+        for m in msgs:
+            if not isinstance(m, Mapping):
+                continue
+            role = m.get("role")
+            system = system or role == "system"
+            if role == "assistant":
+                reasoning = reasoning or any(m.get(k) for k in ("reasoning_content", "reasoning", "thinking"))
+                tools = tools or bool(m.get("tool_calls"))
+        tools = tools or bool(conv.get("tools"))
+        self.reasoning += reasoning
+        self.tools += tools
+        self.system += system
+
+    def to_dict(self) -> dict[str, int]:
+        return {"rows": self.rows, "reasoning": self.reasoning, "tools": self.tools, "system": self.system}
+
+
+# finding -> (trait, what the rows carry, severity when none do, severity when some do); None keeps the catalogue's
+_IN_CONTEXT: dict[str, tuple[str, str, str, str | None]] = {
+    "reasoning_dropped": ("reasoning", "carry reasoning_content", "info", "error"),
+    "system_role_unsupported": ("system", "have a system message", "info", None),
+    "system_message_dropped": ("system", "have a system message", "info", None),
+    "tools_required": ("tools", "carry tools", "warning", None),
+}
+
+
+def in_context(findings: Iterable[Finding], traits: DataTraits) -> list[Finding]:
+    """Template findings weighed by the data they are run with: ``reasoning_dropped`` is an error when rows
+    carry reasoning and only info when none do; the system-message findings are info without system
+    messages; ``tools_required`` is info when every row carries tools. Each message says how many rows."""
+    out = []
+    for f in findings:
+        ctx = _IN_CONTEXT.get(f.code)
+        if ctx is None or f.rows is not None or not traits.rows:
+            out.append(f)
+            continue
+        attr, what, none_sev, some_sev = ctx
+        n = getattr(traits, attr)
+        if f.code == "tools_required":
+            sev = "info" if n == traits.rows else None
+        else:
+            sev = none_sev if n == 0 else some_sev
+        note = f" ({n} of the {traits.rows} rows {what}" + (
+            ": nothing is lost with this data)" if n == 0 else ")"
+        )
+        out.append(
+            Finding(
+                f.code,
+                Severity(sev) if sev else f.severity,
+                f.message + note,
+                f.hint,
+                f.rows,
+                {**dict(f.data), "rows_affected": n, "rows_checked": traits.rows},
+            )
+        )
+    return out
+
+
 def lint_template(
     loaded: Any,
     *,
     dataset: str | None = None,
     samples: int = 100,
     limits: Limits = DEFAULT_LIMITS,
+    traits: DataTraits | None = None,
 ) -> TemplateReport:
-    """Lint ``loaded``'s chat template (and render a dataset's first rows): the check-template report."""
+    """Lint ``loaded``'s chat template (and render a dataset's first rows): the check-template report.
+
+    With a dataset, the data-dependent findings are weighed by what its rows carry (``in_context``);
+    ``traits`` gives those counts when the caller already has them (preflight), else the dataset is scanned.
+    """
     findings, probes = lint_loaded(loaded, limits=limits)
     data_check = None
     first = None
     if dataset is not None and loaded.template is not None:
         more, data_check, first = check_dataset(loaded, dataset, samples=samples, limits=limits)
         findings += more
+        if traits is None:
+            traits = DataTraits()
+            for _row, conv in _read_rows(dataset, 0)[0]:
+                traits.add(conv)
+    if traits is not None:
+        findings = in_context(findings, traits)
     sample = None
     sample_messages: tuple[dict, ...] = ()
     if loaded.template is not None and not any(

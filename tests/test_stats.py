@@ -184,10 +184,15 @@ def test_recommendation_covers_p99_in_multiples_of_256():
     assert recommend_seq_length(counts) == 512  # p99 = 300: the single long row does not drive it
 
 
-def test_recommendation_keeps_every_rows_supervision():
-    # one row's answer starts at token 1500: the length must reach past it
+def test_recommendation_comes_from_the_distribution_not_one_row():
+    # one row in 100 answers from token 1500: it does not set the length, it is named instead
     counts = TokenCounts.from_lists([300] * 99 + [1600], [50] * 99 + [100])
-    assert recommend_seq_length(counts) == 1536
+    assert recommend_seq_length(counts) == 512
+    result = stats_from_counts(counts, seq_lengths=[512])
+    assert {f.code: f.rows for f in result.findings}["truncation_drops_answers"] == (100,)
+    # two rows in 100 (past p99): the length covers them
+    counts = TokenCounts.from_lists([300] * 98 + [1600] * 2, [50] * 98 + [100] * 2)
+    assert recommend_seq_length(counts) == 1792
     assert recommend_seq_length(counts, model_max_length=1024) == 1024
     assert "256" in RECOMMENDATION_RULE and "p99" in RECOMMENDATION_RULE
 

@@ -45,6 +45,14 @@ from ._options import ConvertFlags, convert_options, length_options, parse_int_l
 )
 @click.option("--chat-template", default=None, help="Template override: a Jinja string, .jinja or JSON file.")
 @length_options(defaults=False)
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Rows longer than N tokens go to rejects.jsonl as too_long (so do rows the chosen seq_length would "
+    "leave without a supervised token, with or without this flag).",
+)
 @click.option("--sample", type=int, default=None, help="Measure a random sample of N rows, not all.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes for the stats.")
 @plan_options(defaults=False)
@@ -73,6 +81,7 @@ def preflight_cmd(
     seq_length: int | None,
     seq_lengths: str | None,
     batch_sizes: str | None,
+    max_tokens: int | None,
     sample: int | None,
     workers: int,
     global_batch_size: int | None,
@@ -129,6 +138,7 @@ def preflight_cmd(
             chat_template=chat_template,
             allow_download=allow_download,
             seq_length=seq_length,
+            max_tokens=max_tokens,
             **{
                 k: v
                 for k, v in (
@@ -211,9 +221,12 @@ def _summary(report: dict[str, Any]) -> list[str]:
     """The figures a user reads first: rows kept, token lengths, and the shape of the plan."""
     figures = {step["name"]: step.get("figures") or {} for step in report["steps"]}
     lines: list[str] = []
-    split = figures.get("validate", {}).get("split")
+    split = report.get("split") or figures.get("validate", {}).get("split")
     if split:
-        rejected = figures.get("validate", {}).get("rejected", 0)
+        # the final split (after too_long rows left it) and every row set aside on the way
+        rejected = figures.get("validate", {}).get("rejected", 0) + (
+            figures.get("stats", {}).get("rows_skipped", {}).get("too_long", 0)
+        )
         lines.append(
             f"  data: {split['train']['rows']} train + {split['validation']['rows']} validation rows,"
             f" {rejected} rejected"

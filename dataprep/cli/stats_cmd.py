@@ -35,6 +35,12 @@ _PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
     help="Measure as ChatDataset with mask_generation_prompt: true (the assistant header is not trained).",
 )
 @click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Set rows longer than N tokens aside (too_long, with their rows) and leave them out of the figures.",
+)
+@click.option(
     "--trainer-check",
     type=click.IntRange(min=1),
     metavar="N",
@@ -63,6 +69,7 @@ def stats_cmd(
     sample: int | None,
     workers: int,
     mask_generation_prompt: bool,
+    max_tokens: int | None,
     trainer_check: int | None,
     per_row: str | None,
     force: bool,
@@ -132,6 +139,7 @@ def stats_cmd(
                 sample=sample,
                 workers=workers,
                 mask_generation_prompt=mask_generation_prompt,
+                max_tokens=max_tokens,
                 progress=advance,
             )
         if per_row:
