@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -84,6 +86,54 @@ class ConvertOptions:
 
 Converted = tuple[list[tuple[int, dict[str, Any]]], list[Reject]]
 
+NOTE_FIRST_ROWS = 20  # row numbers kept per note code (the count is always the whole)
+
+
+@dataclass
+class Notes:
+    """Facts about rows that were converted, worth one finding per input but no reject: code -> count, rows.
+
+    A converter records them with ``note(code)`` while it converts a record; a row counts once per code, and
+    only when it converts (a RowReject drops its notes: the rejects file already says what happened to it).
+    normalize turns each code into one finding (``python_literal_cells``, ``loss_weight_ignored``).
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, code: str, row: int) -> None:
+        self.counts[code] = self.counts.get(code, 0) + 1
+        first = self.rows.setdefault(code, [])
+        if len(first) < NOTE_FIRST_ROWS:
+            first.append(row)
+
+    def merge(self, other: Notes) -> None:
+        """Add ``other``'s counts; its rows come after ours (merge in input order)."""
+        for code, n in other.counts.items():
+            self.counts[code] = self.counts.get(code, 0) + n
+            first = self.rows.setdefault(code, [])
+            first.extend(other.rows.get(code, [])[: NOTE_FIRST_ROWS - len(first)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts), "rows": {k: list(v) for k, v in self.rows.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Notes:
+        return cls(dict(d.get("counts", {})), {k: list(v) for k, v in d.get("rows", {}).items()})
+
+
+# The notes of the record being converted. A context variable rather than an argument, so that helpers deep
+# in a conversion (maybe_json, content parsing) can note what they saw without every caller passing a sink;
+# outside a conversion (detection's sample) it is None and noting does nothing.
+_ROW_NOTES: ContextVar[set[str] | None] = ContextVar("dataprep_row_notes", default=None)
+
+
+def note(code: str) -> None:
+    """Record a finding code about the record being converted (see ``Notes``); a no-op outside a conversion."""
+    codes = _ROW_NOTES.get()
+    if codes is not None:
+        codes.add(code)
+
 
 class Converter:
     """Base of every record shape: a configured callable turning a Batch into conversations + rejects.
@@ -98,6 +148,7 @@ class Converter:
 
     def __init__(self, options: ConvertOptions | None = None):
         self.options = options or ConvertOptions()
+        self.notes = Notes()  # of the rows converted so far; normalize reads (and resets) it per run
 
     @classmethod
     def score(cls, columns: list[str], sample: list[dict[str, Any]]) -> tuple[float, list[str]]:
@@ -112,16 +163,31 @@ class Converter:
         raise NotImplementedError
 
     def convert(self, batch: Batch) -> Converted:
+        return self.convert_each(batch, self.convert_record)
+
+    __call__ = convert
+
+    def convert_each(
+        self, batch: Batch, convert_record: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Converted:
+        """``convert_record`` on every record of the batch: conversations, rejects, and the notes (``note``) of
+        the rows that convert; a rejected row's notes are dropped."""
         out: list[tuple[int, dict[str, Any]]] = []
         rejects: list[Reject] = []
         for row, rec in zip(batch.row_numbers(), batch.records(), strict=True):
+            codes: set[str] = set()
+            token = _ROW_NOTES.set(codes)
             try:
-                out.append((row, self.finish(self.convert_record(rec))))
+                conv = self.finish(convert_record(rec))
             except RowReject as r:
                 rejects.append(Reject(row, r.code, r.message, rec))
+                continue
+            finally:
+                _ROW_NOTES.reset(token)
+            out.append((row, conv))
+            for code in codes:
+                self.notes.add(code, row)
         return out, rejects
-
-    __call__ = convert
 
     def finish(self, conv: dict[str, Any]) -> dict[str, Any]:
         """Add ``--system`` to a conversation without a system message."""
@@ -177,9 +243,10 @@ def content_text(content: Any, text_only: bool, where: str) -> str:
             raise RowReject("missing_field", f"{where}: content part {part!r} is not an object")
         kind = part.get("type") or ("text" if part.get("text") is not None else None)
         if kind in TEXT_PART_TYPES:
-            t = part.get("text")
+            # LLaMA-Factory v1 writes the text of a part under "value"
+            t = part.get("text") if part.get("text") is not None else part.get("value")
             if not isinstance(t, str):
-                raise RowReject("missing_field", f"{where}: text part without text")
+                raise RowReject("missing_field", f"{where}: text part without text (no 'text' or 'value')")
             texts.append(t)
         elif kind in NON_TEXT_PART_TYPES or any(
             part.get(k) is not None for k in ("image", "image_url", "audio")
@@ -191,18 +258,79 @@ def content_text(content: Any, text_only: bool, where: str) -> str:
     return "\n".join(texts)
 
 
-def maybe_json(value: Any) -> Any:
-    """A list or object stored as a JSON string (a CSV or Parquet column) -> the parsed value."""
+# A Python literal longer than this is not parsed: ast builds a node per element, so a hostile cell of a
+# million "0," costs ~0.5 GB and a second. JSON, parsed first, has no such limit.
+MAX_LITERAL_CHARS = 1 << 20
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """True for JSON-like data: str/int/float/bool/None in lists and str-keyed dicts (no tuple, set, bytes)."""
+    if isinstance(value, _PLAIN):
+        return True
+    if depth > 200:  # the parser refuses deeper nesting anyway
+        return False
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def python_literal(text: str) -> Any:
+    """A list or dict written as a Python literal (pandas ``to_csv`` writes a cell's ``repr``), or ValueError.
+
+    ``ast.literal_eval`` evaluates literals only (no names, calls or attributes: safe on any text); the result
+    must be plain JSON-like data, and over-long or over-nested text is refused rather than parsed.
+    """
+    if len(text) > MAX_LITERAL_CHARS:
+        raise ValueError(f"{len(text)} characters, over the {MAX_LITERAL_CHARS} read as a Python literal")
+    try:
+        value = ast.literal_eval(text.strip())
+    except SyntaxError as e:
+        raise ValueError(e.msg) from None
+    except ValueError:
+        # its message holds a node's memory address: say it in words (the rejects file is deterministic)
+        raise ValueError("it holds a name, call or expression, not only literals") from None
+    except TypeError as e:  # e.g. a list as a dict key
+        raise ValueError(str(e)) from None
+    except (MemoryError, RecursionError):
+        raise ValueError("too large or too deeply nested") from None
+    if not isinstance(value, (list, dict)) or not _plain(value):
+        raise ValueError("not a list or dict of plain values (str, int, float, bool, None)")
+    return value
+
+
+def parse_cell(value: Any, what: str = "the column") -> tuple[Any, bool]:
+    """(value, read as a Python literal?): text that opens a list or object parsed, other values as they are.
+
+    JSON first; text JSON refuses that is a Python literal (pandas ``to_csv`` of lists/dicts: single quotes,
+    None, True) is read too. Text that is neither is ``invalid_json``, naming ``what`` and both errors.
+    Pure (notes nothing): for callers that only look, such as a check of whether a column holds messages.
+    """
     if isinstance(value, str):
         s = value.lstrip()
         if s[:1] in ("[", "{"):
             try:
-                return json.loads(value)
+                return json.loads(value), False
+            except ValueError as e:
+                json_error = str(e)
+            try:
+                return python_literal(s), True
             except ValueError as e:
                 raise RowReject(
-                    "invalid_json", f"the column holds text that is not valid JSON: {e}"
+                    "invalid_json", f"{what} is neither JSON ({json_error}) nor a Python literal ({e})"
                 ) from None
-    return value
+    return value, False
+
+
+def maybe_json(value: Any, what: str = "the column") -> Any:
+    """A list or object stored as text (a CSV or Parquet column) -> the parsed value (``parse_cell``); a Python
+    literal is noted as ``python_literal_cells``, so the input's report says which syntax it held."""
+    parsed, literal = parse_cell(value, what)
+    if literal:
+        note("python_literal_cells")
+    return parsed
 
 
 def prune_nulls(value: Any) -> Any:
@@ -228,7 +356,7 @@ def dump_arguments(args: Any) -> str:
 
 def clean_tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
     """Tool calls in the canonical key order; ``type`` defaults to function, arguments become a string."""
-    calls = maybe_json(calls)
+    calls = maybe_json(calls, f"{where}.tool_calls")
     if not isinstance(calls, list):
         raise RowReject("invalid_tool_call", f"{where}: tool_calls is not a list")
     out = []
@@ -252,7 +380,7 @@ def clean_tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
 
 def clean_tools(tools: Any) -> list[dict[str, Any]] | None:
     """The ``tools`` field as a list (ChatDataset also accepts a JSON string); None/empty -> absent."""
-    tools = maybe_json(tools)
+    tools = maybe_json(tools, "tools")
     if tools is None or tools == [] or tools == "":
         return None
     if isinstance(tools, dict):

@@ -8,13 +8,12 @@ give byte-identical output, reject codes and messages (a property test checks it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from dataprep.sources.base import Batch
 
-from ._common import Converted, Converter, Reject, RowReject, text_of
+from ._common import Converted, Converter, Reject, RowReject, maybe_json, text_of
 
 # "Blank" must mean what Python's str.strip() means (validate_conversation uses it): Rust's regex \s is
 # Unicode White_Space, which Python's isspace() extends with the separators \x1c-\x1f.
@@ -41,10 +40,12 @@ def _history(value: Any) -> list[dict[str, str]]:
     if value is None:
         return []
     if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else []
-        except ValueError:
-            raise RowReject("invalid_json", "history is text that is not valid JSON") from None
+        if not value.strip():
+            return []
+        parsed = maybe_json(value, "history")  # JSON, or the Python literal pandas writes
+        if parsed is value:  # text that does not open a list or object
+            raise RowReject("invalid_json", "history is text that is not a JSON list")
+        value = parsed
     if not isinstance(value, list):
         raise RowReject("missing_field", "history is not a list of [question, answer] pairs")
     out: list[dict[str, str]] = []
@@ -111,13 +112,7 @@ class FlatConverter(Converter):
         return {"messages": messages}
 
     def _convert_records(self, batch: Batch, spec: FlatSpec) -> Converted:
-        out, rejects = [], []
-        for row, rec in zip(batch.row_numbers(), batch.records(), strict=True):
-            try:
-                out.append((row, self.finish(self.convert_record(rec, spec))))
-            except RowReject as r:
-                rejects.append(Reject(row, r.code, r.message, rec))
-        return out, rejects
+        return self.convert_each(batch, lambda rec: self.convert_record(rec, spec))
 
     # -- vectorized -----------------------------------------------------------------------------
     def _vectorizable(self, batch: Batch, spec: FlatSpec) -> bool:

@@ -2,7 +2,9 @@
 
 Keeps ``tools``, assistant ``tool_calls`` (arguments made JSON strings), tool messages' ``tool_call_id``,
 ``name`` and ``reasoning_content``; content given as a list of parts keeps its text; null content is "".
-The list may also be a JSON string (a CSV or Parquet column), and may use ShareGPT ``from``/``value`` keys.
+The list may also be a JSON string (a CSV or Parquet column) or the Python literal pandas writes, and may use
+ShareGPT ``from``/``value`` keys. Other message keys are dropped, LLaMA-Factory v1's ``loss_weight`` among them:
+AutoModel trains every assistant turn, so an assistant turn weighted 0 is noted (``loss_weight_ignored``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from ._common import (
     clean_tools,
     content_text,
     maybe_json,
+    note,
+    parse_cell,
     text_of,
 )
 
@@ -25,7 +29,7 @@ def _first_value(sample: list[dict[str, Any]], column: str) -> Any:
         v = rec.get(column)
         if v is not None:
             try:
-                return maybe_json(v)
+                return parse_cell(v)[0]
             except RowReject:
                 return None
     return None
@@ -39,9 +43,14 @@ def message_keys(sample: list[dict[str, Any]], column: str) -> set[str]:
     return set()
 
 
+def _zero_weight(w: Any) -> bool:
+    """A ``loss_weight`` of 0 (LLaMA-Factory v1: this turn is not trained), given as a number."""
+    return isinstance(w, (int, float)) and not isinstance(w, bool) and w == 0
+
+
 def convert_messages(conv: Converter, msgs: Any, where: str = "messages") -> list[dict[str, Any]]:
     """A list of chat messages in any common spelling -> canonical messages (not yet validated)."""
-    msgs = maybe_json(msgs)
+    msgs = maybe_json(msgs, where)
     if msgs is None:
         raise RowReject("missing_field", f"{where} is missing")
     if isinstance(msgs, dict):
@@ -62,7 +71,7 @@ def convert_messages(conv: Converter, msgs: Any, where: str = "messages") -> lis
         role = conv.role(raw_role)
         raw = m.get("content") if m.get("content") is not None else m.get("value")
         if role == "function_call":
-            call = maybe_json(raw)
+            call = maybe_json(raw, here)
             calls = call if isinstance(call, list) else [call]
             if not all(isinstance(c, dict) for c in calls):
                 raise RowReject("invalid_tool_call", f"{here}: a function_call turn holds no call object")
@@ -73,6 +82,8 @@ def convert_messages(conv: Converter, msgs: Any, where: str = "messages") -> lis
             out.append({"role": "assistant", "content": "", "tool_calls": cleaned})
             continue
         msg: dict[str, Any] = {"role": role, "content": content_text(raw, text_only, here)}
+        if role == "assistant" and _zero_weight(m.get("loss_weight")):
+            note("loss_weight_ignored")
         name = m.get("name")
         if name is not None:
             msg["name"] = text_of(name, f"{here}.name")

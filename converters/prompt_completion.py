@@ -2,14 +2,17 @@
 
 Column pairs, in the order they are tried: prompt/completion, prompt/response, context + question +
 answer, question/answer, query/response, instruction/response, input/output. In the conversational form
-(TRL's) ``prompt`` and ``completion`` hold message lists (or JSON strings of them).
+(TRL's) ``prompt`` and ``completion`` hold message lists (or text of them: JSON, or the Python literal pandas'
+``to_csv`` writes), read per record; text columns without such a list take the vectorized path.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ._common import RowReject, maybe_json, text_of
+from dataprep.sources.base import Batch
+
+from ._common import RowReject, parse_cell, text_of
 from ._flat import FlatConverter, FlatSpec
 from .openai_messages import convert_messages
 
@@ -25,7 +28,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
 
 def _is_messages(v: Any) -> bool:
     try:
-        v = maybe_json(v)
+        v, _ = parse_cell(v)  # only looking: a text prompt that parses is not noted as a Python literal
     except RowReject:
         return False
     return isinstance(v, list) and (not v or isinstance(v[0], dict))
@@ -56,6 +59,24 @@ class PromptCompletion(FlatConverter):
             return 0.9, matched
         return (0.85 if len(spec.user) > 1 else 0.8), matched
 
+    def _vectorizable(self, batch: Batch, spec: FlatSpec) -> bool:
+        """Not when a text prompt or completion opens a list: message lists stored as text (a CSV of the
+        conversational form, JSON or pandas' Python literal) are parsed per record, never written as text."""
+        if not super()._vectorizable(batch, spec):
+            return False
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = batch.table
+        for col in (spec.user[-1][0], spec.assistant):
+            if col in table.column_names:
+                values, t = table.column(col), table.schema.field(col).type
+                if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+                    opens_list = pc.match_substring_regex(values.cast(pa.large_string()), r"^\s*\[")
+                    if pc.any(opens_list).as_py():
+                        return False
+        return True
+
     def convert_record(self, record: dict[str, Any], spec: FlatSpec | None = None) -> dict[str, Any]:
         spec = spec or self._spec(list(record))
         p, c = spec.user[-1][0], spec.assistant
@@ -65,12 +86,12 @@ class PromptCompletion(FlatConverter):
 
     def _conversational(self, record: dict[str, Any], p: str, c: str) -> dict[str, Any]:
         prompt = record.get(p)
-        if isinstance(maybe_json(prompt), list):
+        if isinstance(parse_cell(prompt, p)[0], list):
             head = convert_messages(self, prompt, p)
         else:
             head = [{"role": "user", "content": text_of(prompt, p)}]
         completion = record.get(c)
-        if isinstance(maybe_json(completion), list):
+        if isinstance(parse_cell(completion, c)[0], list):
             tail = convert_messages(self, completion, c)
         else:
             tail = [{"role": "assistant", "content": text_of(completion, c)}]

@@ -3,6 +3,8 @@
 The registry is a tuple built here, not filled by import side effects; an unknown name is an error that
 lists the valid ones. ``detect`` scores every shape and picks the best; nothing matching, or two shapes
 tying for the best score, is ``unknown_schema`` with the columns and the flags that would fix it.
+Preference markers (chosen/rejected columns, a KTO label) outrank the conversation columns beside them,
+which are then the prompt: such a record is preference data whatever SFT shape its other columns match.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .dolly import Dolly
 from .oasst import OASST
 from .openai_messages import OpenAIMessages
 from .prompt_completion import PromptCompletion
-from .refusals import Preference, PretrainingText
+from .refusals import KTO, Preference, PretrainingText
 from .sharegpt import ShareGPT
 
 SHAPES: tuple[type[Converter], ...] = (
@@ -30,8 +32,10 @@ SHAPES: tuple[type[Converter], ...] = (
     Dolly,
     OASST,
     Preference,
+    KTO,
     PretrainingText,
 )
+PREFERENCE_SHAPES = frozenset({Preference.name, KTO.name})
 
 
 def converters() -> dict[str, type[Converter]]:
@@ -95,9 +99,10 @@ def detect(columns: list[str], sample: list[dict[str, Any]]) -> Detection:
     scored.sort(key=lambda s: -s[0])
     if not scored:
         raise _unknown(columns, "no record shape matches the columns")
-    if len(scored) > 1 and scored[0][0] == scored[1][0]:
-        raise _unknown(columns, f"the shapes {scored[0][1]} and {scored[1][1]} match equally well")
-    best = scored[0]
+    pool = [s for s in scored if s[1] in PREFERENCE_SHAPES] or scored
+    if len(pool) > 1 and pool[0][0] == pool[1][0]:
+        raise _unknown(columns, f"the shapes {pool[0][1]} and {pool[1][1]} match equally well")
+    best = pool[0]
     return Detection(best[1], best[0], best[2], candidates=tuple((n, s) for s, n, _ in scored))
 
 

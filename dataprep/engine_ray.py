@@ -500,6 +500,7 @@ class BlockCounts:
     by_code: dict[str, int] = field(default_factory=dict)
     first_rows: dict[str, list[int]] = field(default_factory=dict)
     first_message: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)  # the converter's Notes.to_dict()
     seconds: float = 0.0
 
     def to_json(self) -> str:
@@ -573,6 +574,7 @@ def convert_block(job: ConvertJob, index: int) -> BlockCounts:
         by_code=dict(w.by_code),
         first_rows={k: list(v) for k, v in w.first_rows.items()},
         first_message=dict(w.first_message),
+        notes=w.notes.to_dict(),
         seconds=time.perf_counter() - t0,
     )
 
@@ -723,7 +725,7 @@ def normalize_ray(
     for byte the local engine's. ``dedup`` needs ``merge``. Same checks, codes and counts as ``normalize``.
     """
     from .atomic import atomic_write
-    from .normalize import check_outputs, check_take, convert_options, default_rejects_path
+    from .normalize import Notes, check_outputs, check_take, convert_options, default_rejects_path
 
     inp, out = str(inp), Path(out)
     rejects_path = (
@@ -753,6 +755,9 @@ def normalize_ray(
             results = _run_convert(ray_ctx, plan, mapping, encoding, batch_rows, staging, progress)
             names = [SHARD_NAME.format(b.index) for b in plan.blocks]
             by_code, first_rows, first_message = _merge_counts(results)
+            notes = Notes()
+            for r in results:  # in block order, as the local engine notes them
+                notes.merge(Notes.from_dict(r.notes))
             read = sum(r.read for r in results)
             written = sum(r.written for r in results)
             rejected = sum(r.rejected for r in results)
@@ -793,6 +798,7 @@ def normalize_ray(
         rejected_by_code=by_code,
         first_rows=first_rows,
         first_message=first_message,
+        notes=notes,
         shards=shards,
         rejects_shards=rejects_shards,
         merged=merge,
@@ -987,6 +993,7 @@ def stats_ray(
     sample: int | None = None,
     mask_generation_prompt: bool = False,
     model_max_length: int | None = None,
+    max_tokens: int | None = None,
     chat_template: str | None = None,
     fmt: str | None = None,
     mapping: Mapping[str, str] | None = None,
@@ -1101,6 +1108,7 @@ def stats_ray(
         sampled=sample is not None and rows_read > len(counts) + len(counts.rejected),
         skipped=skipped,
         mask_generation_prompt=mask_generation_prompt,
+        max_tokens=max_tokens,
     )
 
 

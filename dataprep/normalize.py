@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from converters import registry
-from converters._common import Converter, ConvertOptions, Reject, prune_nulls
+from converters._common import Converter, ConvertOptions, Notes, Reject, prune_nulls
 from converters.registry import Detection
 
 from .atomic import atomic_write, check_output_path
@@ -41,6 +41,33 @@ FIRST_ROWS = 20
 def dumps_line(conv: Mapping[str, Any]) -> str:
     """One output line: compact, UTF-8 (no ASCII escaping), keys in schema order; deterministic."""
     return json.dumps(conv, ensure_ascii=False, separators=(",", ":"))
+
+
+# What a converter's note (converters._common.Notes) means, as the message of its one finding per input.
+NOTE_MESSAGES: Mapping[str, str] = {
+    "python_literal_cells": "{n} {rows} held a list or dict written as a Python literal (single quotes, None, "
+    "True: pandas to_csv), not JSON; read safely with ast.literal_eval",
+    "loss_weight_ignored": "{n} {rows} have an assistant turn with loss_weight 0; AutoModel has no per-turn weight "
+    "and trains it",
+}
+
+
+# A reject code whose catalogue hint is about the whole input (refused preference data) says what the rows
+# mean instead: with --take chosen, KTO rows labelled undesirable go to the rejects.
+REJECT_HINTS: Mapping[str, str] = {
+    "preference_data": "rows labelled undesirable (KTO) are not SFT examples: they stay in the rejects file",
+}
+
+
+def note_findings(notes: Notes, unit: str = "row") -> list[Finding]:
+    """One finding per code the converter noted, with the count and the first rows (normalize's report; stats
+    and preflight can pass their converter's ``notes`` here too)."""
+    out = []
+    for code, n in sorted(notes.counts.items()):
+        rows = notes.rows.get(code, [])
+        text = NOTE_MESSAGES[code].format(n=n, rows=f"{unit}{'s' if n != 1 else ''}")
+        out.append(finding(code, f"{text} (first: row {rows[0] if rows else '?'})", rows=rows, count=n))
+    return out
 
 
 def default_rejects_path(out: str | Path) -> Path:
@@ -66,13 +93,15 @@ class NormalizeResult:
     rejected_by_code: Mapping[str, int] = field(default_factory=dict)
     first_rows: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     first_message: Mapping[str, str] = field(default_factory=dict)
+    notes: Notes = field(default_factory=Notes)  # what the converter noted on rows it converted
 
     @property
     def reconciled(self) -> bool:
         return self.read == self.written + self.rejected + self.duplicates
 
     def findings(self) -> list[Finding]:
-        """A warning per reject code (an error when no row survived), and info on dropped duplicates."""
+        """A warning per reject code (an error when no row survived), one finding per converter note (Python
+        literals read, loss weights ignored), and info on dropped duplicates."""
         out: list[Finding] = []
         severity = "error" if self.read and not self.written else "warning"
         for code, n in sorted(self.rejected_by_code.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -82,11 +111,13 @@ class NormalizeResult:
                     code,
                     f"{n} {self.unit}{'s' if n != 1 else ''} rejected (first: row {rows[0] if rows else '?'}: "
                     f"{self.first_message.get(code, '')})",
+                    hint=REJECT_HINTS.get(code),
                     severity=severity,
                     rows=rows,
                     count=n,
                 )
             )
+        out.extend(note_findings(self.notes, self.unit))
         if self.duplicates:
             out.append(
                 finding(
@@ -524,6 +555,7 @@ class Written:
     by_code: Mapping[str, int]
     first_rows: Mapping[str, list[int]]
     first_message: Mapping[str, str]
+    notes: Notes = field(default_factory=Notes)  # the converter's notes on the rows of this call
 
 
 def write_converted(
@@ -539,8 +571,10 @@ def write_converted(
     """Convert ``batches`` and write output and rejects lines: the one write loop of normalize and engine_ray.
 
     ``background``: block bytes are written by a thread (see ``_Writer``); ``progress(records_read)`` is called
-    as batches are read.
+    as batches are read. The converter's notes start afresh, so they are this call's (a Ray worker converts
+    several blocks with one converter).
     """
+    converter.notes = Notes()
     counter = [0]
     shown = 0
     w = _Writer(out, rejects, dedup, background=background)
@@ -565,6 +599,7 @@ def write_converted(
         by_code=w.by_code,
         first_rows=w.first_rows,
         first_message=w.first_message,
+        notes=converter.notes,
     )
 
 
@@ -655,6 +690,7 @@ def normalize(
         rejected_by_code=w.by_code,
         first_rows={k: tuple(v) for k, v in w.first_rows.items()},
         first_message=w.first_message,
+        notes=w.notes,
     )
 
 
@@ -671,9 +707,11 @@ def iter_conversations(
     all_paths: bool = False,
     batch_rows: int = 8192,
     on_reject: Callable[[Reject], None] | None = None,
+    notes: Notes | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(source row number, valid conversation) for every row that converts and validates; each reject goes to
-    ``on_reject`` (nothing is silent: stats counts them).
+    ``on_reject`` (nothing is silent: stats counts them). ``notes``, when given, is filled with the converter's
+    notes as rows are converted (complete once the stream is consumed; ``note_findings`` reports them).
 
     Detection and refusals (packed input, unknown schema, preference data...) raise before the first item.
     """
@@ -681,6 +719,8 @@ def iter_conversations(
         role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
     )
     plan = prepare(path, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
+    if notes is not None:
+        plan.converter.notes = notes
     return valid_only(iter_converted(plan.converter, plan.batches), on_reject)
 
 
@@ -702,7 +742,9 @@ def detect_path(path: str | Path, *, encoding: str | None = None) -> Detection:
 
 __all__ = [
     "DataprepError",
+    "NOTE_MESSAGES",
     "NormalizeResult",
+    "Notes",
     "Prepared",
     "Reject",
     "Written",
@@ -715,6 +757,7 @@ __all__ = [
     "iter_conversations",
     "iter_converted",
     "normalize",
+    "note_findings",
     "prepare",
     "rename_batches",
     "valid_only",

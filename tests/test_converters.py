@@ -95,6 +95,7 @@ def test_registry_has_one_module_per_shape():
         "dolly",
         "oasst",
         "preference",
+        "kto",
         "pretraining_text",
     ]
 
