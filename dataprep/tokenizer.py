@@ -2,7 +2,9 @@
 
 MODEL is a local folder (tokenizer.json, or vocab.json + merges.txt, or a SentencePiece ``*.model``) or a Hugging
 Face id found in the local HF cache (``HF_HUB_CACHE``, else ``HF_HOME``/hub, else ~/.cache/huggingface/hub).
-Nothing is downloaded unless ``allow_download=True``; ``trust_remote_code`` is never set.
+Nothing is downloaded unless ``allow_download=True``; ``trust_remote_code`` is never set. A SentencePiece-only folder
+(``tokenizer.model`` without ``tokenizer.json``: Llama-2, Mistral v0.1, TinyLlama) is converted to a fast tokenizer
+by transformers on load, as the trainer's own loading does; that needs ``sentencepiece`` and ``protobuf``.
 
 The chat template comes from the first of:
   1. ``chat_template=`` (``--chat-template``): a Jinja string, a ``.jinja`` file, or a JSON file with a
@@ -15,6 +17,7 @@ The chat template comes from the first of:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import trainer
-from .errors import ModelNotFound, UnreadableInput, UsageError
+from .errors import DataprepError, MissingDependency, ModelNotFound, UnreadableInput, UsageError
 
 # Files a tokenizer folder may hold (name -> what it is); ``files`` reports those present.
 TOKENIZER_FILES = (
@@ -267,8 +270,6 @@ def _load_backend(model_dir: Path) -> Any:
     try:
         from transformers import AutoTokenizer
     except ImportError as err:  # pragma: no cover - transformers is a hard dependency
-        from .errors import MissingDependency
-
         raise MissingDependency(f"transformers is needed to load tokenizers ({err})") from err
     try:
         return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
@@ -282,11 +283,75 @@ def _load_backend(model_dir: Path) -> Any:
                 return PreTrainedTokenizerFast.from_pretrained(str(model_dir), local_files_only=True)
             except Exception:
                 pass
+        said = f"{type(first).__name__}: {first}"
+        cause = _sentencepiece_cause(model_dir, said)
+        if cause is not None:
+            raise cause from first
         raise UnreadableInput(
             model_dir,
-            f"the tokenizer cannot be loaded offline without remote code: {type(first).__name__}: {first}",
+            f"the tokenizer cannot be loaded offline without remote code: {said}",
             hint="point at a folder with tokenizer.json (never loaded with trust_remote_code)",
         ) from first
+
+
+_TIKTOKEN_LINE = re.compile(rb"[A-Za-z0-9+/]+=* \d+\r?\n")
+
+
+def _sentencepiece_cause(model_dir: Path, said: str) -> DataprepError | None:
+    """The real reason a folder whose tokenizer is a SentencePiece ``.model`` (no tokenizer.json) did not load.
+
+    transformers converts that file with sentencepiece + protobuf; when the conversion fails for any reason
+    (a package missing, sentencepiece's schema refusing the installed protobuf, a broken file) it logs a warning
+    (silenced here) and reads the file as tiktoken instead, so the error it raises blames tiktoken. None when the
+    folder is not of that kind, or the file is tiktoken text (then transformers' error is the right one).
+    """
+    if (model_dir / "tokenizer.json").is_file():
+        return None
+    sp = model_dir / "tokenizer.model"
+    if not sp.is_file():
+        return None
+    try:
+        data = sp.read_bytes()
+    except OSError as err:
+        return UnreadableInput(sp, str(err))
+    if _TIKTOKEN_LINE.match(data[:1024]):
+        return None
+    for module, package in (("sentencepiece", "sentencepiece"), ("google.protobuf", "protobuf")):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            return MissingDependency(
+                f"{model_dir}: the tokenizer is a SentencePiece tokenizer.model without tokenizer.json, and "
+                f"transformers needs the {package} package to convert it, which is not installed ({err})",
+                hint='pip install "sentencepiece<0.2.3" protobuf (the versions dataprep requires)',
+            )
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except Exception as err:  # protobuf's VersionError is no ImportError
+        return MissingDependency(
+            f"{model_dir}: the tokenizer is a SentencePiece tokenizer.model without tokenizer.json, and "
+            f"sentencepiece's model schema does not load with the installed protobuf: {type(err).__name__}: {err}",
+            hint='pip install "sentencepiece<0.2.3" (0.2.3 needs protobuf>=7.36.1), or upgrade protobuf',
+        )
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(data)
+        parsed = len(proto.pieces) > 0
+    except Exception:  # protobuf's DecodeError
+        parsed = False
+    if not parsed:
+        return UnreadableInput(
+            sp,
+            f"not a SentencePiece model (nor tiktoken text), so the tokenizer cannot be built from it "
+            f"(transformers: {said})",
+            hint="point at a folder whose tokenizer.model is intact, or one with tokenizer.json",
+        )
+    return UnreadableInput(
+        model_dir,
+        f"transformers could not convert the SentencePiece model {sp.name} (it parses: {len(proto.pieces)} pieces) "
+        f"to a fast tokenizer; its last error: {said}",
+        hint="save the tokenizer with tokenizer.json where it loads (tokenizer.save_pretrained) and point at that",
+    )
 
 
 def _stop_ids(tok: Any, model_dir: Path) -> tuple[int, ...]:
