@@ -307,9 +307,9 @@ class _Run:
         self.recipe_out: dict[str, Any] | None = None
         from .template_lint import DataTraits
 
-        self.traits = (
-            DataTraits()
-        )  # what the kept rows carry (reasoning, tools, system), counted as they pass
+        # what the kept rows carry (reasoning, tools, system), counted as they pass
+        self.traits = DataTraits()
+        self.notes: Any = None  # the converter's notes (converters.Notes), once normalize ran
         self.out = Path(opts.out_dir)
         self.paths = {k: self.out / v for k, v in OUTPUT_NAMES.items()}
         self.steps = {name: StepRecord(name) for name in STEPS}
@@ -493,8 +493,12 @@ class _Run:
             norm.status = "skipped"
             norm.note = "the input is messages JSONL already: validated as is"
         else:
+            from .normalize import note_findings
+
             n_ok = counters["converted"]
             norm_findings = rejects.findings("normalize", rej_path)
+            if self.notes is not None:  # what the converter noticed on rows it kept (pandas literals, ...)
+                norm_findings += note_findings(self.notes)
             if n_in and not n_ok:
                 norm_findings = [_promote(f) for f in norm_findings]
             self._finish_step(
@@ -572,7 +576,7 @@ class _Run:
 
     def _normalized(self, rejects: _Rejects, counters: Counter) -> Iterator[tuple[int, dict]]:
         """The converters' stream, with every rejected row recorded."""
-        items, detection, records_read = normalize_items(self.o, self.read_path)
+        items, detection, records_read, self.notes = normalize_items(self.o, self.read_path)
         self.detection = detection
 
         def gen() -> Iterator[tuple[int, dict]]:
@@ -1214,9 +1218,12 @@ def _promote(f: Finding) -> Finding:
     return Finding(f.code, Severity.ERROR, f.message, f.hint, f.rows, f.data)
 
 
-def normalize_items(opts: PreflightOptions, path: str) -> tuple[Iterator[Any], dict[str, Any], list[int]]:
+def normalize_items(
+    opts: PreflightOptions, path: str
+) -> tuple[Iterator[Any], dict[str, Any], list[int], Any]:
     """The converters' stream: ``(row, conversation)`` or a Reject (``.row .code .message .record``), in
-    input order, plus the detected shape and a counter of records read.
+    input order, plus the detected shape, a counter of records read and the converter's notes (complete once
+    the stream is consumed).
 
     Uses normalize's public stream (``prepare``/``iter_converted``): ``iter_conversations`` skips the rejects,
     and preflight must keep every one of them.
@@ -1233,6 +1240,7 @@ def normalize_items(opts: PreflightOptions, path: str) -> tuple[Iterator[Any], d
         iter_converted(prepared.converter, prepared.batches, counter),
         prepared.detection.to_dict(),
         counter,
+        prepared.converter.notes,
     )
 
 

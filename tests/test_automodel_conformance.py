@@ -232,8 +232,10 @@ def test_recipe_yaml_loads_and_draws_a_batch(tmp_path, recipe, monkeypatch):
     args = [sys.executable, "-m", "dataprep", "preflight", "--recipe", str(recipe), "--out", str(out),
             "--val-fraction", "0.3", "--gpus", str(gpus), "--quiet"]  # fmt: skip
     if stock:
+        # sharegpt.jsonl: multi-turn without reasoning_content (the stock inline Llama template drops reasoning,
+        # which preflight rightly stops on when the data carries it)
         args += ["--model", str(FIXTURES / "models" / "chatml"),
-                 "--dataset", str(FIXTURES / "golden" / "openai_messages.jsonl")]  # fmt: skip
+                 "--dataset", str(FIXTURES / "golden" / "sharegpt.jsonl")]  # fmt: skip
     r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())

@@ -88,12 +88,19 @@ def dispatch_stats(
     """
     _check_local(engine, ray_address)
     if engine == "local":
-        from ..normalize import iter_conversations
+        import dataclasses
+
+        from converters._common import Notes
+
+        from ..normalize import iter_conversations, note_findings
         from ..stats import Skipped, compute_stats
 
         skipped = Skipped()
-        rows = iter_conversations(path, **convert, on_reject=skipped.add_reject)
-        return compute_stats(rows, loaded, workers=workers, skipped=skipped, **stats_kwargs)
+        notes = Notes()
+        rows = iter_conversations(path, **convert, on_reject=skipped.add_reject, notes=notes)
+        result = compute_stats(rows, loaded, workers=workers, skipped=skipped, **stats_kwargs)
+        # what the converter noticed on rows it kept (pandas literals, loss_weight): one finding per code
+        return dataclasses.replace(result, findings=(*result.findings, *note_findings(notes)))
     from ..engine_ray import stats_ray
 
     return stats_ray(
