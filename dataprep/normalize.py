@@ -466,10 +466,51 @@ def _reject_line(r: Reject) -> str:
     raise AssertionError("unreachable: ASCII output always encodes")
 
 
+class TokenLimit:
+    """``--max-tokens``: rows whose rendering through the model's chat template (counted as the trainer
+    tokenizes it) is longer go to rejects as ``too_long``; rows are measured in batches as they stream."""
+
+    BATCH = 512
+
+    def __init__(self, loaded: Any, max_tokens: int):
+        from .measure import Measurer, _backend_of, make_spec
+
+        if max_tokens <= 0:
+            raise UsageError(f"--max-tokens {max_tokens}: must be positive", hint="e.g. --max-tokens 8192")
+        self.max_tokens = int(max_tokens)
+        self.measurer = Measurer(make_spec(loaded), _backend_of(loaded))
+
+    def split(self, items: list[tuple[int, str]]) -> tuple[list[tuple[int, str]], list[Reject]]:
+        """The (row, line) pairs within the limit, in order, and the others as rejects. A row the template
+        cannot render is kept: that is for validate/stats to report, not a length."""
+        convs = [json.loads(line) for _, line in items]
+        m = self.measurer
+        bc = m.count_batch(m.render_batch(convs))
+        total = dict(zip(bc.ok.tolist(), bc.total.tolist(), strict=True))
+        keep: list[tuple[int, str]] = []
+        rejects: list[Reject] = []
+        for i, (row, line) in enumerate(items):
+            t = total.get(i)
+            if t is not None and t > self.max_tokens:
+                msg = f"{t} tokens through the chat template, over --max-tokens {self.max_tokens}"
+                rejects.append(Reject(row, "too_long", msg, convs[i]))
+            else:
+                keep.append((row, line))
+        return keep, rejects
+
+
 class _Writer:
     """Writes output and rejects lines, deduplicates, and keeps the counts."""
 
-    def __init__(self, out: IO[str], rejects: IO[str], dedup: bool, *, background: bool = False):
+    def __init__(
+        self,
+        out: IO[str],
+        rejects: IO[str],
+        dedup: bool,
+        *,
+        background: bool = False,
+        limit: TokenLimit | None = None,
+    ):
         """``background``: a block's bytes are written by a thread while the next batch is read and converted
         (the write copies into the page cache with the GIL released); the caller must call ``finish()`` before
         ``out`` is closed."""
@@ -479,6 +520,8 @@ class _Writer:
         self.first_rows: dict[str, list[int]] = {}
         self.first_message: dict[str, str] = {}
         self.seen: set[bytes] = set()
+        self.limit = limit
+        self._held: list[tuple[int, str]] = []  # lines waiting for the token limit's next batch
         self._pool: Any = None
         self._pending: Any = None  # the Future of the block being written
         if background:
@@ -495,6 +538,7 @@ class _Writer:
     def finish(self) -> None:
         """Wait for the last background write and stop the thread (call it before ``out`` is closed)."""
         try:
+            self._drain()
             self._wait()
         finally:
             if self._pool is not None:
@@ -502,7 +546,7 @@ class _Writer:
                 self._pool = None
 
     def block(self, block: _Block) -> None:
-        if self.dedup:
+        if self.dedup or self.limit is not None:
             for row, line in zip(block.rows, block.strings(), strict=True):
                 self.line(row, line)
             return
@@ -519,6 +563,24 @@ class _Writer:
         self.written += len(block.lines)
 
     def line(self, row: int, line: str) -> None:
+        if self.limit is None:
+            self._emit(row, line)
+            return
+        self._held.append((row, line))
+        if len(self._held) >= TokenLimit.BATCH:
+            self._drain()
+
+    def _drain(self) -> None:
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        keep, rejects = self.limit.split(held)
+        for r in rejects:
+            self.reject(r)
+        for row, line in keep:
+            self._emit(row, line)
+
+    def _emit(self, row: int, line: str) -> None:
         try:
             data = line.encode("utf-8")
         except UnicodeEncodeError:
@@ -567,6 +629,7 @@ def write_converted(
     dedup: bool = False,
     background: bool = False,
     progress: Callable[[int], None] | None = None,
+    limit: TokenLimit | None = None,
 ) -> Written:
     """Convert ``batches`` and write output and rejects lines: the one write loop of normalize and engine_ray.
 
@@ -577,7 +640,7 @@ def write_converted(
     converter.notes = Notes()
     counter = [0]
     shown = 0
-    w = _Writer(out, rejects, dedup, background=background)
+    w = _Writer(out, rejects, dedup, background=background, limit=limit)
     try:
         for item in _lines(converter, batches, counter):
             if progress is not None and counter[0] != shown:
@@ -652,11 +715,31 @@ def normalize(
     encoding: str | None = None,
     batch_rows: int = 8192,
     progress: Callable[[int, int | None], None] | None = None,
+    max_tokens: int | None = None,
+    model: str | None = None,
+    chat_template: str | None = None,
+    allow_download: bool = False,
 ) -> NormalizeResult:
     """Convert ``inp`` to messages JSONL at ``out`` (atomically), rejects to ``rejects``; return the counts.
 
     ``progress(records_read, total_or_None)`` is called as batches are read (the CLI's progress bar).
+    ``max_tokens`` (with ``model``, whose chat template and tokenizer count): longer rows go to rejects as
+    ``too_long``.
     """
+    limit = None
+    if max_tokens is not None:
+        if not model:
+            raise UsageError(
+                "--max-tokens counts tokens: it needs --model", hint="e.g. --model ./Llama-3.2-1B"
+            )
+        from .tokenizer import load_tokenizer
+
+        loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
+        if loaded.template is None:
+            raise UsageError(
+                f"--max-tokens: {model} has no chat template to count through", hint="pass --chat-template"
+            )
+        limit = TokenLimit(loaded, max_tokens)
     if "-" in (str(out), str(rejects)):  # not stdout: a file literally named "-" would be written
         raise UsageError(
             "OUT and --rejects are files, not '-' (stdout): the output is written atomically",
@@ -673,7 +756,7 @@ def normalize(
     on_read = None if progress is None else (lambda n: progress(n, total))
     with atomic_write(out) as fo, atomic_write(rejects_path) as fr:
         w = write_converted(
-            plan.converter, plan.batches, fo, fr, dedup=dedup, background=True, progress=on_read
+            plan.converter, plan.batches, fo, fr, dedup=dedup, background=True, progress=on_read, limit=limit
         )
     whole = plan.converter.whole_input
     return NormalizeResult(

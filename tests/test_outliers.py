@@ -169,3 +169,26 @@ def test_check_template_with_data_weighs_reasoning(cli, tmp_path):
         for d, x in (("a", a), ("b", b))
     }
     assert sev == {"a": "info", "b": "error"}
+
+
+def test_normalize_max_tokens_moves_long_rows_to_rejects(cli, tmp_path):
+    full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
+    assert cli("normalize", OUTLIER, full).exit_code == 0
+    r = cli(
+        "normalize", OUTLIER, cut, "--max-tokens", "4096", "--model", FIXTURES / "models" / "chatml", "--json"
+    )
+    assert r.exit_code == 0, r.stderr
+    lines = full.read_text().splitlines()
+    assert cut.read_text().splitlines() == lines[:136] + lines[137:]  # the same bytes, row 137 gone
+    rejects = [json.loads(ln) for ln in (tmp_path / "cut.rejects.jsonl").read_text().splitlines()]
+    assert [(x["row"], x["code"]) for x in rejects] == [(137, "too_long")]
+    d = r.json()
+    assert d["counts"]["read"] == 300 and d["counts"]["written"] == 299 and d["counts"]["rejected"] == 1
+
+
+def test_normalize_max_tokens_needs_a_model_and_the_local_engine(cli, tmp_path):
+    r = cli("normalize", OUTLIER, tmp_path / "o.jsonl", "--max-tokens", "100")
+    assert r.exit_code == 2 and "--model" in r.stderr
+    r = cli("normalize", OUTLIER, tmp_path / "o2.jsonl", "--max-tokens", "100", "--model",
+            FIXTURES / "models" / "chatml", "--engine", "ray")  # fmt: skip
+    assert r.exit_code == 2 and "--engine ray" in r.stderr

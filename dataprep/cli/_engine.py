@@ -66,6 +66,13 @@ def dispatch_normalize(
         from ..normalize import normalize
 
         return normalize(inp, out, **kwargs)
+    if kwargs.get("max_tokens") is not None:
+        from ..errors import UsageError
+
+        raise UsageError(
+            "--max-tokens is not available with --engine ray yet",
+            hint="normalize locally with --max-tokens, or set long rows aside in preflight / stats --max-tokens",
+        )
     from ..engine_ray import normalize_ray
 
     return normalize_ray(inp, out, ray_address=ray_address, merge=merge, **kwargs)

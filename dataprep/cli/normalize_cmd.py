@@ -49,6 +49,14 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int | None], None] | Non
     "--rejects", type=click.Path(dir_okay=False), help="Rejects file [default: OUT stem + .rejects.jsonl]."
 )
 @click.option("--force", is_flag=True, help="Replace OUT (and the rejects file) when they exist.")
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Rows longer than N tokens through --model's chat template go to rejects as too_long.",
+)
+@click.option("--model", default=None, help="With --max-tokens: the tokenizer and chat template that count.")
+@click.option("--chat-template", default=None, help="With --max-tokens: a template instead of the model's.")
 @engine_options(merge=True)
 @output_options
 def normalize_cmd(
@@ -59,6 +67,9 @@ def normalize_cmd(
     all_paths,
     rejects,
     force,
+    max_tokens,
+    model,
+    chat_template,
     engine,
     ray_address,
     merge,
@@ -96,6 +107,11 @@ def normalize_cmd(
                 rejects=rejects,
                 force=force,
                 progress=progress,
+                **(
+                    {"max_tokens": max_tokens, "model": model, "chat_template": chat_template}
+                    if max_tokens is not None
+                    else {}
+                ),
             )
 
         def render(con) -> None:
