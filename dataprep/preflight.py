@@ -721,8 +721,13 @@ class _Run:
             model_max_length=result.model_max_length,
             mask_generation_prompt=result.mask_generation_prompt,
         )
+        from .quality import QUALITY_CODES
+
         kept = dataclasses.replace(
             kept,
+            # the quality lint saw every row as it streamed: its findings stand (the rows set aside included)
+            findings=(*kept.findings, *(f for f in result.findings if f.code in QUALITY_CODES)),
+            quality=result.quality,
             recommended_seq_length=result.recommended_seq_length,
             rows_read=result.rows_read,
             rows_skipped={**result.rows_skipped, "too_long": int(rows.size)},

@@ -419,6 +419,7 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "memory": memory_view(plan, gpu_gib if isinstance(gpu_gib, (int, float)) else None),
         "recommendation": _rec_list((plan or {}).get("recommendation")),
         "tradeoff": (plan or {}).get("tradeoff") or [],
+        "quality": _quality_rows(stats),
         "overrides_yaml": report.get("overrides_yaml"),
         "command_line": report.get("command_line"),
         "recipe": report.get("recipe"),
@@ -426,6 +427,21 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "split": report.get("split"),
         "versions": [(k, v or "not installed") for k, v in (report.get("versions") or {}).items()],
     }
+
+
+def _quality_rows(stats: dict | None) -> list[dict[str, Any]]:
+    """The data-quality lint's checks that found something: code, rows, first rows, an example."""
+    checks = ((stats or {}).get("quality") or {}).get("checks") or {}
+    return [
+        {
+            "code": code,
+            "count": c.get("count", 0),
+            "rows": (c.get("rows") or [])[:10],
+            "example": c.get("example"),
+        }
+        for code, c in checks.items()
+        if c.get("count")
+    ]
 
 
 def _environment():

@@ -24,7 +24,7 @@ The distribution functions take plain numpy arrays, so plan and tests can use th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -380,6 +380,7 @@ class StatsResult:
     findings: tuple[Finding, ...] = field(default=())
     rows_skipped: dict[str, int] = field(default_factory=dict)  # finding code -> rows read, not measured
     mask_generation_prompt: bool = False
+    quality: dict[str, Any] | None = None  # the data-quality lint (dataprep.quality), when it ran
 
     @property
     def rows(self) -> int:
@@ -410,6 +411,7 @@ class StatsResult:
             "recommended_seq_length": self.recommended_seq_length,
             "recommended_seq_length_rule": RECOMMENDATION_RULE,
             "histogram": self.histogram,
+            "quality": self.quality,
             "findings": [f.to_dict() for f in self.findings],
         }
 
@@ -605,6 +607,7 @@ def compute_stats(
     progress: Callable[[int], None] | None = None,
     skipped: Skipped | None = None,
     max_tokens: int | None = None,
+    quality: bool = True,
 ) -> StatsResult:
     """Measure (row number, conversation) pairs through ``loaded``'s chat template and summarize.
 
@@ -613,10 +616,17 @@ def compute_stats(
     ``model_max_length``: defaults to the tokenizer's, when it states one.
     ``mask_generation_prompt``: the recipe's ``dataset.mask_generation_prompt`` (ChatDataset's option).
     ``skipped``: collects the rows the caller's converter rejected (``iter_conversations(on_reject=...)``).
+    ``quality``: run the data-quality lint (``dataprep.quality``) over every row read, as it streams.
     """
     if sample is not None and sample <= 0:
         raise ValueError("sample must be positive")
     rows_read: int | None = None
+    lint = None
+    if quality:
+        from .quality import QualityLint
+
+        lint = QualityLint()
+        conversations = _linted(conversations, lint)
     items: Iterable[tuple[int, dict]] = conversations
     if sample is not None:
         items, rows_read = reservoir_sample(conversations, sample)
@@ -626,7 +636,7 @@ def compute_stats(
     if rows_read is not None and skipped is not None:
         rows_read += skipped.total
     mml = model_max_length if model_max_length is not None else tokenizer_max_length(loaded)
-    return stats_from_counts(
+    result = stats_from_counts(
         counts,
         seq_lengths=seq_lengths,
         batch_sizes=batch_sizes,
@@ -637,3 +647,14 @@ def compute_stats(
         mask_generation_prompt=mask_generation_prompt,
         max_tokens=max_tokens,
     )
+    if lint is None:
+        return result
+    import dataclasses
+
+    return dataclasses.replace(result, findings=(*result.findings, *lint.findings()), quality=lint.to_dict())
+
+
+def _linted(items: Iterable[tuple[int, dict]], lint: Any) -> Iterator[tuple[int, dict]]:
+    for row, conv in items:
+        lint.add(row, conv)
+        yield row, conv
