@@ -921,31 +921,45 @@ class MeasureActor:
         self.measurer = Measurer(spec)
         self.job = job
 
-    def measure_block(self, index: int) -> tuple[list[tuple[list[int], Any]], list[tuple[int, str, str]]]:
-        """(row numbers, BatchCounts) per measured batch of the block, in order, and the rows the converter
-        rejected as (row, code, message)."""
+    def measure_block(
+        self, index: int
+    ) -> tuple[list[tuple[list[int], Any]], list[tuple[int, str, str]], Any, Any]:
+        """(row numbers, BatchCounts) per measured batch of the block, in order, the rows the converter
+        rejected as (row, code, message), the block's quality lint and the converter's notes on it (both merged
+        by the driver in block order, as the local engine sees the rows)."""
         from concurrent.futures import ThreadPoolExecutor
 
+        from converters._common import Notes
+
         from .measure import batched
+        from .quality import QualityLint
 
         m = self.measurer
         out: list[tuple[list[int], Any]] = []
         skipped: list[tuple[int, str, str]] = []
+        lint = QualityLint(mergeable=True)
+        self.job.converter.notes = Notes()
 
         def reject(r: Any) -> None:
             skipped.append((int(r.row), r.code, r.message))
 
+        def linted(items: Any) -> Any:
+            for row, conv in items:
+                lint.add(row, conv)
+                yield row, conv
+
         # As the local engine does: render batch k+1 while a thread encodes batch k (encoding frees the GIL).
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
-            for rows, convs in batched(block_conversations(self.job, index, reject), self.job.measure_rows):
+            convs_of_block = linted(block_conversations(self.job, index, reject))
+            for rows, convs in batched(convs_of_block, self.job.measure_rows):
                 fut = pool.submit(m.count_batch, m.render_batch(convs))
                 if pending is not None:
                     out.append((pending[0], pending[1].result()))
                 pending = (rows, fut)
             if pending is not None:
                 out.append((pending[0], pending[1].result()))
-        return out, skipped
+        return out, skipped, lint, self.job.converter.notes.to_dict()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         idx = [int(i) for i in batch["index"]]
@@ -1065,16 +1079,27 @@ def stats_ray(
             compute=ray_ctx.data.ActorPoolStrategy(size=size),
             num_cpus=1,
         )
-        by_index: dict[int, tuple[list[tuple[list[int], Any]], list[tuple[int, str, str]]]] = {}
+        by_index: dict[int, tuple[Any, ...]] = {}
 
         def arrived(row: dict[str, Any]) -> None:
-            parts, skipped_rows = pickle.loads(row["parts"])  # our own workers' results, never input data
-            by_index[int(row["index"])] = (parts, skipped_rows)
+            block = pickle.loads(row["parts"])  # our own workers' results, never input data
+            by_index[int(row["index"])] = block
+            parts = block[0]
             if progress is not None:
                 progress(sum(len(rows) for rows, _ in parts))
 
         _collect(ray_ctx, ds, arrived)
     parts = [p for i in range(len(plan.blocks)) for p in by_index[i][0]]
+    from converters._common import Notes
+
+    from .normalize import note_findings
+    from .quality import QualityLint
+
+    lint = QualityLint()
+    notes = Notes()
+    for i in range(len(plan.blocks)):  # in block order: first rows and examples as the local engine has them
+        lint.merge(by_index[i][2])
+        notes.merge(Notes.from_dict(by_index[i][3]))
     skipped = Skipped()
     for i in range(len(plan.blocks)):
         for row, code, message in by_index[i][1]:
@@ -1099,7 +1124,7 @@ def stats_ray(
         col.add(rows, bc)
     counts = col.result(spec.mask_source)
     mml = model_max_length if model_max_length is not None else tokenizer_max_length(loaded)
-    return stats_from_counts(
+    result = stats_from_counts(
         counts,
         seq_lengths=DEFAULT_SEQ_LENGTHS if seq_lengths is None else seq_lengths,
         batch_sizes=DEFAULT_BATCH_SIZES if batch_sizes is None else batch_sizes,
@@ -1109,6 +1134,14 @@ def stats_ray(
         skipped=skipped,
         mask_generation_prompt=mask_generation_prompt,
         max_tokens=max_tokens,
+    )
+    import dataclasses
+
+    # as the local engine orders them: the stats', the quality lint's, then the converter's notes
+    return dataclasses.replace(
+        result,
+        findings=(*result.findings, *lint.findings(), *note_findings(notes)),
+        quality=lint.to_dict(),
     )
 
 

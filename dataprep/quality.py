@@ -171,6 +171,14 @@ _MOJIBAKE_HINT = re.compile(f"[{_CONT}\ufffd]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def _prompt_list(prompts: Any) -> list[int]:
+    return [prompts] if type(prompts) is int else list(prompts)
+
+
+def _copy_prompts(prompts: Any) -> Any:
+    return prompts if prompts is None or type(prompts) is int else array("Q", prompts)
+
+
 def _text(content: Any) -> str:
     """Message content as one string, as ChatDataset reads it: None -> "", a list of parts -> text parts joined."""
     if type(content) is str or isinstance(content, str):
@@ -294,7 +302,10 @@ class QualityLint:
         repeated_min: int = REPEATED_MIN,
         repeated_min_chars: int = REPEATED_MIN_CHARS,
         max_answers: int = MAX_ANSWERS,
+        mergeable: bool = False,
     ) -> None:
+        """``mergeable``: keep each answer's text (shortened) so that ``merge`` can name an answer that becomes
+        repeated only across lints (the Ray engine lints each block apart; a block is small)."""
         if max_rows_listed < 0:
             raise ValueError("max_rows_listed must be >= 0")
         if repeated_min < 2:
@@ -313,6 +324,7 @@ class QualityLint:
         # answer digest -> its example text, once it is repeated (at most one per repeated answer)
         self._repeated: dict[int, str] = {}
         self.prunes = 0  # times the answer table was full and cut to half
+        self._texts: dict[int, str] | None = {} if mergeable else None
 
     # -- per row ----------------------------------------------------------------------------------------------
     def add(self, row: int, conversation: Mapping[str, Any]) -> None:
@@ -387,6 +399,8 @@ class QualityLint:
             if len(self._answers) >= self.max_answers:
                 self._prune()
             self._answers[key] = [1, row, row, p]
+            if self._texts is not None:
+                self._texts[key] = answer[: EXAMPLE_CHARS * 8].decode("utf-8", "replace")
             return
         if entry[2] != row:
             entry[0] += 1
@@ -415,6 +429,43 @@ class QualityLint:
         cut = ranks[len(ranks) - keep - 1]
         self._answers = {k: e for k, e in self._answers.items() if (e[3] is None, e[0]) > cut}
         self._repeated = {k: t for k, t in self._repeated.items() if k in self._answers}
+
+    def merge(self, other: QualityLint) -> None:
+        """Add ``other``, the lint of the rows that follow this one's (the Ray engine's next block), so that the
+        result is the one lint over both would give: counts add, first rows and examples come in row order, and
+        an answer's prompts are united (``other`` must be ``mergeable`` for an answer repeated only across)."""
+        self.rows += other.rows
+        for code, c in self._checks.items():
+            o = other._checks[code]
+            c.count += o.count
+            c.rows.extend(o.rows[: max(0, self.max_rows_listed - len(c.rows))])
+            if c.example is None and o.example is not None:
+                c.example, c.example_row = o.example, o.example_row
+        for key, (rows, first, last, prompts) in other._answers.items():
+            mine = self._answers.get(key)
+            if mine is None:
+                if len(self._answers) >= self.max_answers:
+                    self._prune()
+                self._answers[key] = [rows, first, last, _copy_prompts(prompts)]
+                if key in other._repeated:
+                    self._repeated[key] = other._repeated[key]
+                if self._texts is not None and other._texts is not None and key in other._texts:
+                    self._texts[key] = other._texts[key]
+                continue
+            mine[0] += rows
+            mine[2] = max(mine[2], last)
+            if mine[3] is None:
+                continue
+            if prompts is None:
+                mine[3] = None
+            else:
+                union = set(_prompt_list(mine[3])) | set(_prompt_list(prompts))
+                mine[3] = None if len(union) >= self.repeated_min else array("Q", sorted(union))
+            if mine[3] is None and key not in self._repeated:
+                text = (
+                    other._repeated.get(key) or (other._texts or {}).get(key) or (self._texts or {}).get(key)
+                )
+                self._repeated[key] = text or ""
 
     # -- results ------------------------------------------------------------------------------------------------
     def _repeated_answers(self) -> list[dict[str, Any]]:

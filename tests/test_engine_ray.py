@@ -445,3 +445,35 @@ def test_stats_command_on_ray(cli, tmp_path):
     remote = cli(*args, "--engine", "ray")
     assert remote.exit_code == local.exit_code
     assert remote.stdout == local.stdout
+
+
+def test_stats_quality_lint_and_notes_equal_the_local_engine(tmp_path):
+    """Quality defects (one canned answer repeated across blocks, placeholders, mojibake) and the converter's
+    notes (pandas literal cells) give the same findings and figures on Ray, block by block merged."""
+    from converters._common import Notes
+    from dataprep.normalize import iter_conversations, note_findings
+    from dataprep.stats import Skipped, compute_stats
+    from dataprep.tokenizer import load_tokenizer
+
+    canned = "I am sorry, but I cannot help with that request today."
+    rows = []
+    for i in range(80):
+        answer = (
+            canned
+            if i % 3 == 0
+            else f"Answer {i}: " + ("CafÃ© " if i % 11 == 0 else "") + "{{name}}" * (i % 17 == 0)
+        )
+        msgs = [{"role": "user", "content": f"question number {i}"}, {"role": "assistant", "content": answer}]
+        rows.append({"messages": repr(msgs) if i % 5 == 0 else json.dumps(msgs)})
+    inp = _parquet_shards(tmp_path / "in", rows, files=2, row_group=8)
+    loaded = load_tokenizer(str(MODELS / "chatml"))
+    skipped, notes = Skipped(), Notes()
+    local = compute_stats(
+        iter_conversations(inp, on_reject=skipped.add_reject, notes=notes), loaded, skipped=skipped
+    )
+    local_findings = [*local.findings, *note_findings(notes)]
+    remote = stats_ray(inp, loaded, block_rows=16)
+    assert remote.quality == local.quality
+    assert [f.to_dict() for f in remote.findings] == [f.to_dict() for f in local_findings]
+    codes = {f.code for f in remote.findings}
+    assert {"repeated_answer", "mojibake", "unfilled_placeholder", "python_literal_cells"} <= codes

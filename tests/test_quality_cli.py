@@ -37,3 +37,33 @@ def test_preflight_shows_quality_in_the_report(cli, tmp_path):
     assert codes["unfilled_placeholder"]["rows"] == [1] and codes["unfilled_placeholder"]["step"] == "stats"
     html = (out / "report.html").read_text(encoding="utf-8")
     assert 'id="quality"' in html and "unfilled_placeholder" in html
+
+
+def test_merged_block_lints_equal_one_lint():
+    """The Ray engine lints blocks apart and merges them in order: the result is the lint of the whole."""
+    from dataprep.quality import QualityLint
+
+    canned = "Thank you for your question, I will get back to you soon."
+    convs = []
+    for i in range(200):
+        answer = (
+            canned
+            if i % 9 == 0
+            else f"Reply {i} " + ("â€™ " if i % 13 == 0 else "") + ("[Your Name]" if i % 31 == 0 else "")
+        )
+        msgs = [{"role": "user", "content": f"prompt {i % 50}"}, {"role": "assistant", "content": answer}]
+        if i % 17 == 0:
+            msgs.append({"role": "user", "content": "more?"})
+        convs.append({"messages": msgs})
+    whole = QualityLint(repeated_min=5)
+    for i, c in enumerate(convs, start=1):
+        whole.add(i, c)
+    merged = QualityLint(repeated_min=5)
+    for start in range(0, 200, 7):
+        part = QualityLint(repeated_min=5, mergeable=True)
+        for i, c in enumerate(convs[start : start + 7], start=start + 1):
+            part.add(i, c)
+        merged.merge(part)
+    assert merged.to_dict() == whole.to_dict()
+    assert [f.to_dict() for f in merged.findings()] == [f.to_dict() for f in whole.findings()]
+    assert whole.to_dict()["counts"]["repeated_answer"] > 0
