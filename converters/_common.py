@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from dataprep.safejson import loads as safe_loads
 from dataprep.sources.base import Batch
 
 # Role names seen in the wild -> the four ChatDataset accepts. ``function_call`` and ``observation``
@@ -312,7 +313,7 @@ def parse_cell(value: Any, what: str = "the column") -> tuple[Any, bool]:
         s = value.lstrip()
         if s[:1] in ("[", "{"):
             try:
-                return json.loads(value), False
+                return safe_loads(value), False
             except ValueError as e:
                 json_error = str(e)
             try:

@@ -5,6 +5,7 @@ DataprepError            shown to the user as ``error[code]: message`` + ``hint:
 +-- UnreadableInput      the input cannot be read at all (exit 2, ``unreadable_input``)
 +-- ModelNotFound        the model is neither a folder nor in the local HF cache (exit 2)
 +-- MissingDependency    an optional extra is not installed (exit 2)
++-- OutputNotWritable    an output cannot be written: full disk, read-only, no permission... (exit 2)
 +-- FindingError         a library call stopped on an error-level finding (exit 1), e.g. packed input
 """
 
@@ -54,3 +55,44 @@ class FindingError(DataprepError):
     """Raised where a library call cannot go on past an error-level finding (packed input, say)."""
 
     exit_code = EXIT_FINDINGS
+
+
+# errno -> what to do about it, for outputs
+_OUTPUT_HINTS = {
+    "ENOSPC": "free space on that device, or write the output elsewhere",
+    "EDQUOT": "the disk quota is used up: free space, or write the output elsewhere",
+    "EFBIG": "the file would pass a size limit (ulimit -f, or the filesystem's): write it elsewhere",
+    "EROFS": "that filesystem is read-only: choose another output path",
+    "EACCES": "no permission to write there: choose another output path, or fix the folder's permissions",
+    "EPERM": "not permitted to write there: choose another output path",
+    "EISDIR": "the output path is a folder: give a file path",
+    "ENOTDIR": "a part of the output path is a file, not a folder",
+    "ENAMETOOLONG": "the output name is too long for the filesystem: shorten it",
+    "ENOENT": "a folder on the output path does not exist and cannot be created",
+    "EIO": "the device reported an I/O error: check it, or write elsewhere",
+}
+
+
+def os_error_text(err: BaseException) -> tuple[str, str | None]:
+    """``(cause, errno name)`` of an OS error: 'No space left on device (ENOSPC)'."""
+    import errno as _errno
+
+    code = getattr(err, "errno", None)
+    name = _errno.errorcode.get(code) if isinstance(code, int) else None
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return (f"{text} ({name})" if name else text), name
+
+
+class OutputNotWritable(DataprepError):
+    """``PATH: cannot write: cause``; the partial output is already gone (atomic writes)."""
+
+    def __init__(self, path: str | Path, err: BaseException):
+        cause, name = os_error_text(err)
+        self.path = str(path)
+        super().__init__(
+            finding(
+                "output_not_writable",
+                f"{path}: cannot write: {cause}; nothing was left half-written",
+                hint=_OUTPUT_HINTS.get(name or "", "choose another output path"),
+            )
+        )

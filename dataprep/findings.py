@@ -90,6 +90,18 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "pass --force to replace it, or choose another path",
         ),
         _spec(
+            "output_not_writable",
+            "error",
+            "an output cannot be written (full disk, read-only filesystem, no permission, a folder in the way)",
+            "choose another output path",
+        ),
+        _spec(
+            "internal_error",
+            "error",
+            "a bug in dataprep: an unexpected exception",
+            "please report it with the command line and the traceback",
+        ),
+        _spec(
             "missing_dependency",
             "error",
             "an optional dependency is not installed",

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from .safejson import loads as safe_loads
+
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS: tuple[str, ...] = ("role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content")
@@ -78,7 +80,7 @@ def _check_tool_call(i: int, j: int, call: Any) -> Problem | None:
     if not isinstance(args, str):
         return Problem("invalid_tool_call", f"{where}: arguments are not a JSON string", i)
     try:
-        json.loads(args)
+        safe_loads(args)
     except ValueError:
         return Problem("invalid_tool_call", f"{where}: arguments are not valid JSON", i)
     return None
@@ -347,7 +349,7 @@ def validate_file(path: str) -> ValidateResult:
                 continue
             rows += 1
             try:
-                obj = json.loads(raw.decode("utf-8"))
+                obj = safe_loads(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 note(n, Problem("invalid_json", "the line is not UTF-8"))
                 continue
@@ -359,7 +361,7 @@ def validate_file(path: str) -> ValidateResult:
                 continue
             if isinstance(obj, dict) and isinstance(obj.get("tools"), str):
                 try:
-                    obj = {**obj, "tools": json.loads(obj["tools"])}  # ChatDataset accepts a JSON string
+                    obj = {**obj, "tools": safe_loads(obj["tools"])}  # ChatDataset accepts a JSON string
                 except ValueError:
                     note(n, Problem("invalid_tool_call", "'tools' is a string that is not JSON"))
                     continue

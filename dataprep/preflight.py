@@ -26,8 +26,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .atomic import atomic_write
-from .errors import DataprepError, MissingDependency, ModelNotFound, UnreadableInput, UsageError
+from .errors import (
+    DataprepError,
+    MissingDependency,
+    ModelNotFound,
+    OutputNotWritable,
+    UnreadableInput,
+    UsageError,
+)
 from .findings import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Finding, Severity, apply_strict, finding
+from .safejson import loads as safe_loads
 
 STDIN_NAME = "<stdin>"  # how messages and the report name `--dataset -` (never the reader's spool file)
 STEPS: tuple[str, ...] = ("recipe", "inspect", "normalize", "validate", "check-template", "stats", "plan")
@@ -208,7 +216,7 @@ class _Stop(Exception):  # noqa: N818 - control flow: a step ended the run
         self.exit_code = exit_code
 
 
-_EXIT2 = (UsageError, UnreadableInput, ModelNotFound, MissingDependency)
+_EXIT2 = (UsageError, UnreadableInput, ModelNotFound, MissingDependency, OutputNotWritable)
 
 
 def _tag(f: Finding, step: str) -> Finding:
@@ -483,6 +491,8 @@ class _Run:
                     val_fraction=self.o.val_fraction,
                     row_index=self.row_index,
                 )
+            except OutputNotWritable:
+                raise  # inside the rejects file's block, so that it goes too: no partial outputs
             except DataprepError as err:  # a whole-input problem: unknown schema, preference data...
                 error = err
         if error is not None:
@@ -567,7 +577,7 @@ class _Run:
                         continue
                     counters["rows_in"] += 1
                     try:
-                        obj = json.loads(text)
+                        obj = safe_loads(text)
                     except json.JSONDecodeError as err:
                         rejects.add("validate", row, "invalid_json", f"line {row}: {err.msg}", text[:2000])
                         continue
@@ -636,7 +646,7 @@ class _Run:
             rows = self.row_index.get(key)
             with open(self.paths[key], encoding="utf-8") as fh:
                 for i, line in enumerate(fh):
-                    yield (int(rows[i]) if rows is not None and i < len(rows) else i + 1), json.loads(line)
+                    yield (int(rows[i]) if rows is not None and i < len(rows) else i + 1), safe_loads(line)
 
     @property
     def mask_generation_prompt(self) -> bool:
@@ -1033,24 +1043,28 @@ class _Run:
         except _Stop as stop:
             stopped_at = next((s.name for s in self.steps.values() if s.status == "error"), None)
             exit_code = stop.exit_code
-        if stopped_at is None:
-            self.remove_stale()
-            if self.recipe is not None:
-                self.write_recipe_outputs()
-            else:
-                self.write_overrides()
-            self.write_manifest()
-        else:
-            self.remove_stale()
-        findings = [f for s in self.steps.values() for f in s.findings]
-        if exit_code == EXIT_OK and any(f.severity is Severity.ERROR for f in findings):
-            exit_code = EXIT_FINDINGS
-        report = self.report(findings, stopped_at, exit_code, library_versions())
-        with atomic_write(self.paths["report_json"]) as fh:
-            fh.write(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
-        from .report_html import write_report_html
+        self.remove_stale()
+        try:
+            if stopped_at is None:
+                if self.recipe is not None:
+                    self.write_recipe_outputs()
+                else:
+                    self.write_overrides()
+                self.write_manifest()
+            findings = [f for s in self.steps.values() for f in s.findings]
+            if exit_code == EXIT_OK and any(f.severity is Severity.ERROR for f in findings):
+                exit_code = EXIT_FINDINGS
+            report = self.report(findings, stopped_at, exit_code, library_versions())
+            with atomic_write(self.paths["report_json"]) as fh:
+                fh.write(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
+            from .report_html import write_report_html
 
-        write_report_html(report, self.paths["report_html"])
+            write_report_html(report, self.paths["report_html"])
+        except BaseException:
+            # an output that cannot be written (or a signal): no overrides, recipe or manifest may point at a
+            # run whose outputs are not all there
+            self.remove_stale()
+            raise
         _readable(self.paths.values())
         return PreflightResult(report, findings, stopped_at, exit_code, self.out)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .atomic import atomic_path
-from .errors import UsageError
+from .errors import OutputNotWritable, UsageError
 
 Side = Literal["train", "validation"]
 
@@ -88,18 +88,29 @@ class SplitResult:
 
 
 class _HashingWriter:
-    """A text sink that counts lines and hashes the exact bytes it writes."""
+    """A text sink that counts lines and hashes the exact bytes it writes; a write error names ``target`` (two
+    files are written at once, so the error must say which)."""
 
-    def __init__(self, fh):
+    def __init__(self, fh, target: str | os.PathLike | None = None):
         self.fh = fh
+        self.target = target
         self.sha = hashlib.sha256()
         self.rows = 0
 
     def write_line(self, line: str) -> None:
         data = line + "\n"
-        self.fh.write(data)
+        try:
+            self.fh.write(data)
+        except OSError as err:
+            raise OutputNotWritable(self.target or "output", err) from None
         self.sha.update(data.encode("utf-8"))
         self.rows += 1
+
+    def sync(self) -> None:
+        try:
+            _sync(self.fh)
+        except OSError as err:
+            raise OutputNotWritable(self.target or "output", err) from None
 
 
 def _line(conv: Mapping[str, Any]) -> str:
@@ -134,7 +145,7 @@ def split_conversations(
     lowest: str | None = None  # digest of the lowest-hash train conversation
     with atomic_path(train_path) as tmp_train, atomic_path(validation_path) as tmp_val:
         with open(tmp_train, "w", encoding="utf-8") as tf, open(tmp_val, "w", encoding="utf-8") as vf:
-            train, val = _HashingWriter(tf), _HashingWriter(vf)
+            train, val = _HashingWriter(tf, train_path), _HashingWriter(vf, validation_path)
             for _row, conv in conversations:
                 digest = conversation_hash(conv)
                 key = bytes.fromhex(digest[:32])  # 128 bits: collisions are not a practical concern
@@ -150,8 +161,8 @@ def split_conversations(
                     index["train"].append(_row)
                     if lowest is None or digest < lowest:
                         lowest = digest
-            _sync(tf)
-            _sync(vf)
+            train.sync()
+            val.sync()
         forced = ensure_validation and val_fraction > 0 and val.rows == 0 and len(seen) >= 2
         if forced:
             train, val = _move_lowest(tmp_train, tmp_val, lowest, index)
@@ -185,7 +196,7 @@ def _move_lowest(
             open(tmp_train, "w", encoding="utf-8") as tf,
             open(tmp_val, "w", encoding="utf-8") as vf,
         ):
-            train, val = _HashingWriter(tf), _HashingWriter(vf)
+            train, val = _HashingWriter(tf, tmp_train), _HashingWriter(vf, tmp_val)
             rows, index["train"], index["validation"] = index["train"], array("q"), array("q")
             for raw, row in zip(fin, rows, strict=True):
                 line = raw.rstrip("\n")
@@ -195,8 +206,8 @@ def _move_lowest(
                 else:
                     train.write_line(line)
                     index["train"].append(row)
-            _sync(tf)
-            _sync(vf)
+            train.sync()
+            val.sync()
     finally:
         pass1.unlink(missing_ok=True)
     return train, val
@@ -217,7 +228,7 @@ def drop_rows(
         new_index = array("q")
         with atomic_path(path) as tmp:
             with open(path, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
-                w = _HashingWriter(fout)
+                w = _HashingWriter(fout, path)
                 for raw, row in zip(fin, old_index, strict=True):
                     line = raw.rstrip("\n")
                     if row in drop:
@@ -225,7 +236,7 @@ def drop_rows(
                     else:
                         w.write_line(line)
                         new_index.append(row)
-                _sync(fout)
+                w.sync()
         index[key] = new_index
         out[key] = (w.rows, w.sha.hexdigest())
     return replace(

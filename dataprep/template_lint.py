@@ -30,6 +30,7 @@ from typing import Any
 from . import trainer
 from .findings import Finding, Severity, finding
 from .render import DEFAULT_LIMITS, Limits, Rendered, RenderError, compile_template, render_for
+from .safejson import loads as safe_loads
 
 # ------------------------------------------------------------------------------------------------
 # Supervised spans (shared with stats)
@@ -751,7 +752,7 @@ def _jsonl_rows(path: str) -> Iterable[tuple[int, dict]]:
             for n, line in enumerate(fh, start=1):
                 if line.strip():
                     try:
-                        yield n, json.loads(line)
+                        yield n, safe_loads(line)
                     except json.JSONDecodeError:
                         continue
     except OSError as err:

@@ -47,6 +47,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .safejson import loads as safe_loads
+
 AUTOMODEL_VERSION = "0.7.0"
 TRANSFORMERS_VERSION = "5.18.0"  # what nemo-automodel 0.7.0 pins (transformers==5.18.0)
 
@@ -179,7 +181,7 @@ def row_tools(row: Mapping[str, Any]) -> list[Any] | None:
     tools = row.get("tools")
     if isinstance(tools, str):
         try:
-            tools = json.loads(tools)
+            tools = safe_loads(tools)
         except json.JSONDecodeError as e:
             raise RowRejected("invalid_tool_call", f"'tools' is a string but not valid JSON: {e}") from None
     if tools is not None and not isinstance(tools, list):

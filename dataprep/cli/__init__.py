@@ -25,6 +25,53 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class Terminated(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+    """SIGTERM, raised in the main thread so that ``with`` blocks (atomic writes) unwind and clean up."""
+
+
+def _on_sigterm_raise():
+    """Make SIGTERM raise ``Terminated`` in the main thread; returns the function that restores the handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
+def _stopped(message: str, code: int) -> None:
+    import sys
+
+    try:
+        sys.stderr.write(f"dataprep: {message}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+    sys.exit(code)
+
+
+def _bug(err: BaseException) -> None:
+    """An exception no part of dataprep expected: the traceback, and that it is a bug."""
+    import sys
+    import traceback
+
+    traceback.print_exception(err, file=sys.stderr)
+    sys.stderr.write(
+        f"error[internal_error]: this is a bug in dataprep {__version__}: {type(err).__name__}: {err}\n"
+        "  hint: please report it on dataprep's issue tracker with the command line, the input's shape if you can "
+        "share it, and the traceback above (DATAPREP_RAISE=1 re-raises it)\n"
+    )
+    sys.exit(70)  # EX_SOFTWARE
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in COMMANDS if self._spec_importable(name)]
@@ -39,8 +86,16 @@ class LazyGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
+        """Run the command; Ctrl-C and SIGTERM end it with 130 / 143 (the shell's convention) after every
+        temporary file is removed (atomic writes clean up as the exception unwinds); an unexpected exception
+        is a bug and says so."""
+        restore = _on_sigterm_raise()
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _stopped("interrupted (SIGINT): no output was left half-written", 130)
+        except Terminated:
+            _stopped("terminated (SIGTERM): no output was left half-written", 143)
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as err:
@@ -52,6 +107,16 @@ class LazyGroup(click.Group):
             where = " ".join(["dataprep", *path])
             f = finding("usage_error", err.format_message(), hint=f"see `{where} --help`")
             usage_exit(f, as_json="--json" in ctx.meta.get("dataprep.argv", ()))
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as err:  # a bug: say so, with how to report it
+            import os
+
+            if os.environ.get("DATAPREP_RAISE"):
+                raise
+            _bug(err)
+        finally:
+            restore()
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         spec = COMMANDS.get(name)

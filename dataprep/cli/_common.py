@@ -6,10 +6,13 @@ prints the human report). ``run`` turns it into output and an exit code:
 - ``--json``: one JSON document on stdout (payload + ``findings``), nothing else there.
 - human output (the report and every finding as ``error[code]: message`` + ``hint:``) goes to stderr.
 - exit 0 / 1 by the findings (``--strict`` promotes warnings); ``DataprepError`` exits with its own code (2).
+- an OS error no library call turned into a finding (an input that vanished, a permission) is
+  ``unreadable_input`` naming its path, exit 2; a closed stdout (``| head -1``) exits quietly with 141.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -81,6 +84,31 @@ def usage_exit(f: Finding, *, as_json: bool = False) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, what `yes | head -1` leaves for `yes`
+
+
+def closed_pipe_exit() -> NoReturn:
+    """stdout's reader went away (``dataprep ... | head -1``): stop quietly, no flush error at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_CLOSED_PIPE)
+
+
+def os_error_finding(err: OSError) -> Finding:
+    """An OS error no reader or writer named: ``unreadable_input`` on its path, with the cause."""
+    from ..errors import os_error_text
+    from ..findings import finding
+
+    cause, _ = os_error_text(err)
+    where = err.filename if getattr(err, "filename", None) else "input"
+    return finding(
+        "unreadable_input", f"{where}: {cause}", hint="check the path, its permissions and the device"
+    )
+
+
 def run(
     body: Callable[[], Outcome], *, as_json: bool = False, quiet: bool = False, strict: bool = False
 ) -> NoReturn:
@@ -91,13 +119,24 @@ def run(
         if os.environ.get("DATAPREP_RAISE"):
             raise
         outcome = Outcome(findings=[err.finding], exit_code=err.exit_code)
+    except OSError as err:
+        if err.errno == errno.EPIPE:
+            closed_pipe_exit()
+        if os.environ.get("DATAPREP_RAISE"):
+            raise
+        outcome = Outcome(findings=[os_error_finding(err)], exit_code=EXIT_USAGE)
     findings = apply_strict(outcome.findings, strict)
     con = console(quiet)
-    if as_json:
-        sys.stdout.write(dump_json({**outcome.payload, "findings": [f.to_dict() for f in findings]}) + "\n")
-        sys.stdout.flush()
-    elif outcome.render is not None and not quiet:
-        outcome.render(con)
-    print_findings(con, findings)
+    try:
+        if as_json:
+            sys.stdout.write(
+                dump_json({**outcome.payload, "findings": [f.to_dict() for f in findings]}) + "\n"
+            )
+            sys.stdout.flush()
+        elif outcome.render is not None and not quiet:
+            outcome.render(con)
+        print_findings(con, findings)
+    except BrokenPipeError:
+        closed_pipe_exit()
     code = outcome.exit_code if outcome.exit_code is not None else exit_code(findings)
     sys.exit(code)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from ..safejson import loads as safe_loads
 from .base import Batch, RowError
 from .sniff import UTF8_BOM
 
@@ -127,7 +128,7 @@ class _JsonlBatch(Batch):
     def records(self) -> list[dict[str, Any]]:
         if self._records is None and self._raw is not None:
             try:
-                self._records = [json.loads(raw) for raw in self._raw]
+                self._records = [safe_loads(raw) for raw in self._raw]
             except ValueError:  # a line pyarrow took and json.loads does not: the table's reading stands
                 self._records = None
             self._raw = None
@@ -166,7 +167,7 @@ def parse_jsonl_chunk(chunk: list[tuple[int, bytes]], encoding: str | None = Non
             )
             continue
         try:
-            obj = json.loads(text.rstrip("\r\n"))
+            obj = safe_loads(text.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             errors.append(
                 RowError(
@@ -361,7 +362,7 @@ class _BlockBatch(Batch):
             # json.loads of each line, at a third of the cost.
             parts = [seg.lines.buf[s:e] for seg in segments for s, e in seg.lines.spans(seg.lo, seg.hi)]
             try:
-                records = json.loads(b"[" + b",".join(parts) + b"]")
+                records = safe_loads(b"[" + b",".join(parts) + b"]")
             except ValueError:  # a line pyarrow took and json.loads does not: the table's reading stands
                 records = None
             self._records = records if records is not None and len(records) == len(parts) else None

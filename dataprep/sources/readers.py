@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UnreadableInput
+from ..safejson import loads as safe_loads
 from .base import Batch, RowError
 from .jsonl import ENCODING_HINT as _ENCODING_HINT
 from .jsonl import RAW_MAX as RAW_MAX  # re-exported, as is parse_jsonl_chunk (engine_ray's JSONL ranges)
@@ -385,7 +386,7 @@ class JsonSource(Source):
                 self.path, f"not valid {self.encoding or 'UTF-8'} text ({reason})", hint=_ENCODING_HINT
             ) from None
         try:
-            doc = json.loads(text)
+            doc = safe_loads(text)
         except json.JSONDecodeError as exc:
             raise UnreadableInput(
                 self.path,
@@ -805,7 +806,7 @@ def _open_file(p: Path, *, path: str | None = None, encoding: str | None, batch_
 def _open_hf_disk(p: Path, *, encoding: str | None, batch_rows: int, split: str = "train") -> Source | None:
     """A ``datasets`` save_to_disk folder (Dataset or DatasetDict), read from its Arrow files directly."""
     if (p / "dataset_dict.json").is_file():
-        splits = json.loads((p / "dataset_dict.json").read_text()).get("splits") or []
+        splits = safe_loads((p / "dataset_dict.json").read_text()).get("splits") or []
         chosen = split if split in splits else (splits[0] if splits else None)
         if chosen is None or not (p / chosen).is_dir():
             raise UnreadableInput(p, "a datasets DatasetDict folder without its split folders")
@@ -819,7 +820,7 @@ def _open_hf_disk(p: Path, *, encoding: str | None, batch_rows: int, split: str 
     if not state.is_file():
         return None
     try:
-        names = [d["filename"] for d in json.loads(state.read_text()).get("_data_files", [])]
+        names = [d["filename"] for d in safe_loads(state.read_text()).get("_data_files", [])]
     except (ValueError, KeyError, TypeError) as exc:
         raise UnreadableInput(state, f"not a datasets state.json ({exc})") from None
     files = [p / n for n in names] or sorted(p.glob("*.arrow"))

@@ -10,13 +10,13 @@ import bz2
 import codecs
 import gzip
 import io
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import UnreadableInput
+from ..safejson import loads as safe_loads
 
 HEAD_BYTES = 64 * 1024
 
@@ -252,7 +252,7 @@ def text_format(head: bytes, name: str, *, complete: bool) -> str:
         if hinted == "jsonl":
             return "jsonl"
         try:
-            first = json.loads(lines[0])
+            first = safe_loads(lines[0])
         except ValueError:
             return "json"  # a pretty-printed object spans lines
         if len(lines) == 1 and complete and hinted != "jsonl" and _object_of_records(first):
