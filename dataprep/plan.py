@@ -12,11 +12,14 @@ worst micro-batch, the one the memory peak must hold, is ``local_batch_size x se
 size with packing). With ``dynamic_padding=True``
 (a collator that pads to the longest row of the batch) the padded length is the stats' expected longest row of
 a random batch of that size (``padding[].expected_max_len_random``), capped at seq_length.
+
+Time: when the plan fits, ``PlanResult.time`` is ``dataprep.throughput``'s estimate for the recommended shape (step,
+epoch and run time, GPU-hours, with the stats' padding or packing), with alternatives (packing, LoRA, no activation
+checkpointing); each ``oom`` remedy carries its ``time_ratio`` against the setup that did not fit.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import shlex
 from dataclasses import dataclass, field, replace
@@ -26,6 +29,18 @@ from .errors import UsageError
 from .findings import Finding, finding
 from .memory import GIB, LOSSES, METHODS, PARAM_DTYPES, MemoryEstimate, MemoryInputs, estimate
 from .modelconfig import ModelConfig, parse_targets
+from .throughput import (
+    Hardware,
+    TimeEstimate,
+    Workload,
+    change,
+    check_run_options,
+    duration,
+    estimate_time,
+    expected_padded_length,
+    gpu_preset,
+    with_alternatives,
+)
 
 PEFT_TARGET = "nemo_automodel.components._peft.lora.PeftConfig"
 LOSS_TARGETS = {
@@ -128,6 +143,9 @@ class PlanResult:
     lora_dropout: float = 0.0
     param_dtype: str = "bf16"
     findings: tuple[Finding, ...] = field(default_factory=tuple)
+    time: TimeEstimate | None = None  # None when nothing fits (the oom remedies carry their own times)
+    gpu: str | None = None  # the --gpu preset, when one was named
+    gpu_memory_source: str = "--gpu-memory"
 
     @property
     def usable_bytes(self) -> float:
@@ -151,6 +169,8 @@ class PlanResult:
                 "margin": self.margin,
                 "usable_gib": round(self.usable_bytes / GIB, 3),
                 "param_dtype": self.param_dtype,
+                "gpu": self.gpu,
+                "gpu_memory_source": self.gpu_memory_source,
             },
             "memory": {
                 "per_gpu_gib": round(self.estimate.total_gib, 3),
@@ -161,6 +181,7 @@ class PlanResult:
             },
             "fits": self.fits,
             "recommendation": self.recommendation.to_dict(),
+            "time": self.time.to_dict() if self.time else None,
             "findings": [f.to_dict() for f in self.findings],
         }
 
@@ -222,41 +243,6 @@ def _cli_value(v: Any) -> str:
 
 
 # -- stats ---------------------------------------------------------------------------------------------------
-
-
-def _positive(v: Any) -> float | None:
-    """A finite positive number from a stats document (a hand-edited or foreign file may hold anything)."""
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-    return v if ok else None
-
-
-def _mapping(v: Any) -> dict:
-    return v if isinstance(v, dict) else {}
-
-
-def expected_padded_length(stats: dict | None, batch_size: int, seq_length: int) -> int | None:
-    """The expected longest row of a random batch of ``batch_size`` (from the stats), capped at seq_length."""
-    if not stats:
-        return None
-    padding = stats.get("padding")
-    rows = (
-        [r for r in padding if isinstance(r, dict) and _positive(r.get("batch_size"))]
-        if isinstance(padding, list)
-        else []
-    )
-    if rows:
-        rows.sort(key=lambda r: r["batch_size"])
-        # the row for this batch size, else the next larger one (a longer expected max: conservative)
-        chosen = next((r for r in rows if r["batch_size"] >= batch_size), rows[-1])
-        capped = chosen.get("capped")
-        for cap in capped if isinstance(capped, list) else []:
-            if isinstance(cap, dict) and cap.get("seq_length") == seq_length:
-                if v := _positive(cap.get("expected_max_len_random")):
-                    return min(seq_length, math.ceil(v))
-        if v := _positive(chosen.get("expected_max_len_random")):
-            return min(seq_length, math.ceil(v))
-    mx = _positive(_mapping(_mapping(stats.get("tokens")).get("total")).get("max"))
-    return min(seq_length, int(mx)) if mx else None
 
 
 def _stats_seq_length(stats: dict | None) -> int | None:
@@ -415,7 +401,7 @@ def make_plan(
     stats: dict | None = None,
     seq_length: int | None = None,
     gpus: int = 1,
-    gpu_memory_bytes: int = 80 * GIB,
+    gpu_memory_bytes: int | None = None,
     method: str = "sft",
     lora_rank: int = 8,
     lora_alpha: int = 32,
@@ -430,8 +416,21 @@ def make_plan(
     dynamic_padding: bool = False,
     tp_size: int = 1,
     cp_size: int = 1,
+    gpu: str | None = None,
+    gpu_tflops: float | None = None,
+    mfu: float | None = None,
+    epochs: float | None = None,
+    max_steps: int | None = None,
+    gpu_hour_price: float | None = None,
 ) -> PlanResult:
-    """Recommend seq_length, local batch, accumulation and AC for the budget; findings for what does not fit."""
+    """Recommend seq_length, local batch, accumulation and AC for the budget; findings for what does not fit.
+
+    ``gpu`` names a preset (memory and BF16 peak); ``gpu_memory_bytes`` / ``gpu_tflops`` override it. Without
+    either the memory is 80 GiB and the time estimate assumes an H100's peak (and says so).
+    """
+    hardware = Hardware.resolve(gpu, gpu_tflops)
+    check_run_options(mfu=mfu, epochs=epochs, max_steps=max_steps, gpu_hour_price=gpu_hour_price)
+    gpu_memory_bytes, memory_source = resolve_gpu_memory(gpu_memory_bytes, gpu)
     ac_mode = {True: "on", False: "off"}.get(activation_checkpointing, activation_checkpointing)  # type: ignore[call-overload]
     # A global batch the user asked for that cannot divide is their error; the default just adapts.
     explicit_global = global_batch_size is not None
@@ -488,6 +487,7 @@ def make_plan(
         cp=cp_size,
     )
     setup = base
+    clock = _Clock(hardware, mfu, global_batch_size, epochs, max_steps, gpu_hour_price)
     limit = (
         max(1, min(MAX_LOCAL_BATCH, global_batch_size // gpus))
         if global_batch_size >= gpus
@@ -501,7 +501,7 @@ def make_plan(
     note = ""
     if best == 0:
         est = setup.estimate(1)
-        findings.append(_oom_finding(setup, est, ac_mode, loss))
+        findings.append(_oom_finding(setup, est, ac_mode, loss, clock))
         rec = Recommendation(
             seq_length=setup.seq_length,
             local_batch_size=None,
@@ -556,6 +556,10 @@ def make_plan(
         fits = True
     padded = setup.padded(local)
     expected = None if packing else expected_padded_length(stats, local, setup.seq_length)
+    time = None
+    if fits:
+        time = clock.estimate(setup, local, rec.global_batch_size)
+        time = with_alternatives(time, _alternatives(setup, local, rec.global_batch_size, time, clock))
     return PlanResult(
         model=model_cfg,
         method=method,
@@ -573,7 +577,113 @@ def make_plan(
         lora_dropout=lora_dropout,
         param_dtype=param_dtype,
         findings=tuple(findings),
+        time=time,
+        gpu=gpu_preset(gpu).name if gpu else None,
+        gpu_memory_source=memory_source,
     )
+
+
+DEFAULT_GPU_MEMORY = 80 * GIB  # without --gpu or --gpu-memory
+
+
+def resolve_gpu_memory(memory: int | str | None, gpu: str | None) -> tuple[int, str]:
+    """(bytes, where they come from): --gpu-memory (a size or bytes) wins over the --gpu preset, else 80 GiB."""
+    spec = gpu_preset(gpu) if gpu else None
+    if memory is None:
+        if spec:
+            return spec.memory_bytes, f"{spec.name} preset"
+        return DEFAULT_GPU_MEMORY, "default (80 GiB; pass --gpu or --gpu-memory)"
+    value = parse_size(memory) if isinstance(memory, str) else memory
+    if spec and value != spec.memory_bytes:
+        return value, f"--gpu-memory (overrides the {spec.name} preset's {spec.memory_bytes / GIB:.1f} GiB)"
+    return value, f"{spec.name} preset" if spec else "--gpu-memory"
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """What a time estimate needs beyond the setup: the GPU, the MFU, the run's length and price."""
+
+    hardware: Hardware
+    mfu: float | None
+    global_batch_size: int
+    epochs: float | None = None
+    max_steps: int | None = None
+    gpu_hour_price: float | None = None
+
+    def estimate(self, setup: _Setup, local: int, global_bs: int | None = None) -> TimeEstimate:
+        work = Workload(
+            model=setup.model,
+            method=setup.method,
+            seq_length=setup.seq_length,
+            local_batch_size=local,
+            global_batch_size=global_bs or max(self.global_batch_size, local * setup.dp),
+            gpus=setup.gpus,
+            activation_checkpointing=setup.ac,
+            packing=setup.packing,
+            lora_rank=setup.lora_rank,
+            lora_targets=setup.lora_targets,
+            param_dtype=setup.param_dtype,
+            tp=setup.tp,
+            cp=setup.cp,
+        )
+        return estimate_time(work, setup.stats, hardware=self.hardware, mfu=self.mfu, epochs=self.epochs,
+                             max_steps=self.max_steps, gpu_hour_price=self.gpu_hour_price)  # fmt: skip
+
+    def consequence(self, base: _Setup, alt: _Setup, local: int) -> tuple[float, str]:
+        """(time ratio alt / base on the same data, the words for it): what choosing ``alt`` costs or saves.
+
+        Both at ``alt``'s local batch, so the ratio is the change's own (padding grows with the batch)."""
+        a, b = self.estimate(alt, local), self.estimate(base, local)
+        wall = a.seconds_per_row / b.seconds_per_row
+        why = []
+        if alt.method != base.method and base.method == "sft":
+            why.append("no weight gradients for the frozen base")
+        if alt.ac and not base.ac:
+            why.append("recomputes each layer's forward in backward")
+        if alt.seq_length < base.seq_length:
+            why.append(f"rows longer than {alt.seq_length} cut")
+        if alt.method == "qlora" and base.method != "qlora":
+            why.append("QLoRA's dequantization not counted: slower in practice")
+        reason = f" ({'; '.join(why)})" if why else ""
+        if abs(wall - 1) < 0.01:
+            return wall, "about the same time per epoch"
+        if alt.gpus != base.gpus:
+            gpu_h = wall * alt.gpus / base.gpus
+            hours = "the same GPU-hours" if abs(gpu_h - 1) < 0.01 else f"~{change(gpu_h)} GPU-hours"
+            return wall, f"~{change(wall)} wall time per epoch, {hours}{reason}"
+        return wall, f"~{change(wall)} time per epoch{reason}"
+
+
+def _alternatives(
+    setup: _Setup, local: int, global_bs: int, t: TimeEstimate, clock: _Clock
+) -> list[dict[str, Any]]:
+    """What the same run would cost with packing, with LoRA instead of full SFT, without checkpointing."""
+    out: list[dict[str, Any]] = []
+    if not setup.packing and t.epoch and replace(setup, packing=True).fits(local):
+        p = clock.estimate(replace(setup, packing=True), local, global_bs)
+        fewer = t.epoch.computed_tokens / p.epoch.computed_tokens if p.epoch else 1.0
+        if fewer >= 1.1 and p.epoch_seconds:
+            out.append({
+                "change": "packing", "flag": "--packing", "computed_tokens_ratio": round(1 / fewer, 3),
+                "time_ratio": round(p.epoch_seconds / t.epoch_seconds, 3), "epoch_seconds": round(p.epoch_seconds, 2),
+                "text": f"packing (--packing): {fewer:.1f}x fewer computed tokens, ~{duration(p.epoch_seconds)} per "
+                        f"epoch instead of ~{duration(t.epoch_seconds)}",  # type: ignore[arg-type]
+            })  # fmt: skip
+    if setup.method == "sft":
+        alt = replace(setup, method="lora")
+        ratio, words = clock.consequence(setup, alt, local)
+        out.append({"change": "lora", "flag": "--method lora", "time_ratio": round(ratio, 3),
+                    "text": f"LoRA r{setup.lora_rank} instead of full fine-tuning: {words}"})  # fmt: skip
+    if setup.ac:
+        alt = replace(setup, ac=False)
+        b = alt.largest_batch(local)
+        if b:
+            ratio, _ = clock.consequence(setup, alt, b)
+            out.append({"change": "activation_checkpointing_off", "flag": "--activation-checkpointing off",
+                        "local_batch_size": b, "time_ratio": round(ratio, 3),
+                        "text": f"without activation checkpointing (fits at local_batch_size {b}): "
+                                f"~{change(ratio)} time per epoch"})  # fmt: skip
+    return out
 
 
 def _validate(gpus, mem, method, rank, global_bs, ac_mode, loss, param_dtype, margin) -> None:
@@ -624,6 +734,8 @@ class _Remedies:
 
     ac_mode: str
     loss: str
+    base: _Setup | None = None  # the setup that does not fit: each remedy's time is compared with it
+    clock: _Clock | None = None
 
     def ladder(self, setup: _Setup, skip: tuple[str, ...] = ()) -> list[tuple[_Setup, tuple[str, ...]]]:
         """``setup`` with each step of the switch ladder that changes something (skipping ``skip``)."""
@@ -664,6 +776,10 @@ class _Remedies:
         d["loss"] = setup.loss
         d["with"] = self.added(setup)
         d["local_batch_size"] = batch or None
+        if self.clock and self.base and batch and kind != "smaller_model":
+            ratio, words = self.clock.consequence(self.base, setup, batch)
+            d["time_ratio"] = round(ratio, 3)
+            d["text"] = f"{d['text']}; {words}"
         return d
 
 
@@ -672,14 +788,16 @@ def _with_text(switches: list[str], sep: str = "") -> str:
     return f"{sep} with " + " and ".join(_SWITCH_NAMES[s] for s in switches) if switches else ""
 
 
-def _oom_finding(setup: _Setup, est: MemoryEstimate, ac_mode: str, loss: str) -> Finding:
+def _oom_finding(
+    setup: _Setup, est: MemoryEstimate, ac_mode: str, loss: str, clock: _Clock | None = None
+) -> Finding:
     """``oom`` with the remedies in order, each a configuration that fits (or saying that none does).
 
     A remedy first tries its one change alone; when that is not enough it adds the cheap switches in the order
     of ``_SWITCH_LADDER`` and names the ones it added. Deterministic: a fixed list of candidates, no search
     beyond the largest batch / sequence length / parameter count of each.
     """
-    rm = _Remedies(ac_mode=ac_mode, loss=loss)
+    rm = _Remedies(ac_mode=ac_mode, loss=loss, base=setup, clock=clock)
     usable_gib = setup.usable / GIB
     remedies: list[dict[str, Any]] = []
     # 1. shorter sequences (with batch 1)

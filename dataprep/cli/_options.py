@@ -127,8 +127,8 @@ def convert_options(f: Callable) -> Callable:
 
 
 def plan_options(*, defaults: bool = True) -> Callable[[Callable], Callable]:
-    """--gpus, --gpu-memory, --seq-length, --global-batch-size, the LoRA flags, --activation-checkpointing,
-    --loss, --param-dtype, --packing and --margin.
+    """--gpus, --gpu, --gpu-memory, --gpu-tflops, --mfu, --epochs, --max-steps, --gpu-hour-price, --seq-length,
+    --global-batch-size, the LoRA flags, --activation-checkpointing, --loss, --param-dtype, --packing and --margin.
 
     ``defaults=False`` (preflight) leaves an unset flag None, so only what the user gave is passed on (and
     recorded); --help still shows the plan's default.
@@ -145,10 +145,51 @@ def plan_options(*, defaults: bool = True) -> Callable[[Callable], Callable]:
                     "--gpus", type=int, default=1, show_default=True, help="GPUs (FSDP2 data-parallel size)."
                 ),
                 click.option(
+                    "--gpu",
+                    metavar="NAME",
+                    default=None,
+                    help="GPU preset: memory and dense BF16 peak (H100-80GB, H200, B200, A100-80GB, A100-40GB, "
+                    "L40S, L4, A10G, RTX-4090, ...; case-insensitive, aliases such as h100, h100-sxm).",
+                ),
+                click.option(
                     "--gpu-memory",
-                    default="80GiB",
-                    show_default=True,
-                    help="Memory per GPU: 80GiB, 80G (binary), 80GB (decimal), 81920MiB.",
+                    default=None,
+                    help="Memory per GPU: 80GiB, 80G (binary), 80GB (decimal), 81920MiB; wins over --gpu's.  "
+                    "[default: the --gpu preset's, else 80GiB]",
+                ),
+                click.option(
+                    "--gpu-tflops",
+                    type=float,
+                    default=None,
+                    metavar="TFLOPS",
+                    help="Dense BF16 peak per GPU for the time estimate; wins over --gpu's.  [default: the --gpu "
+                    "preset's, else an H100's 989, labelled as assumed]",
+                ),
+                click.option(
+                    "--mfu",
+                    type=float,
+                    default=None,
+                    help="Model FLOPs utilization the time estimate assumes (a fraction of the peak).  [default: "
+                    "0.30, a stock AutoModel run; AutoModel's tuned benchmark stack reaches ~0.46]",
+                ),
+                click.option(
+                    "--epochs",
+                    type=int,
+                    default=None,
+                    help="Epochs the run trains (time and GPU-hours).  [default: 1]",
+                ),
+                click.option(
+                    "--max-steps",
+                    type=int,
+                    default=None,
+                    help="Optimizer steps the run stops at (step_scheduler.max_steps; with --epochs, the first reached).",
+                ),
+                click.option(
+                    "--gpu-hour-price",
+                    type=float,
+                    default=None,
+                    metavar="PRICE",
+                    help="Price of one GPU-hour: the estimate adds the run's cost.",
                 ),
                 click.option(
                     "--seq-length",

@@ -57,7 +57,13 @@ def plan_cmd(
     stats_path: str | None,
     dataset: str | None,
     gpus: int,
-    gpu_memory: str,
+    gpu: str | None,
+    gpu_memory: str | None,
+    gpu_tflops: float | None,
+    mfu: float | None,
+    epochs: int | None,
+    max_steps: int | None,
+    gpu_hour_price: float | None,
     method: str,
     lora_rank: int,
     lora_alpha: int,
@@ -75,17 +81,19 @@ def plan_cmd(
     quiet: bool,
     strict: bool,
 ) -> None:
-    """Estimate per-GPU memory for fine-tuning MODEL and recommend what fits the budget.
+    """Estimate per-GPU memory and training time for fine-tuning MODEL and recommend what fits the budget.
 
     Prints the estimate by component (weights, gradients, optimizer states, LoRA, activations, logits, the
     gathered FSDP layer, CUDA context, allocator headroom), the recommendation (seq_length, local and global
-    batch, gradient accumulation, activation checkpointing) and the AutoModel overrides as YAML and as
-    command-line arguments. Nothing fits: error[oom] with remedies that do. Exit 1 on an error finding.
+    batch, gradient accumulation, activation checkpointing), the time it takes (seconds per optimizer step,
+    steps and time per epoch, GPU-hours for --epochs / --max-steps, cost with --gpu-hour-price) and the
+    AutoModel overrides as YAML and as command-line arguments. Nothing fits: error[oom] with remedies that do,
+    each with its time consequence. Exit 1 on an error finding.
 
     \b
     Example:
-      dataprep plan --model meta-llama/Llama-3.1-8B --stats stats.json --gpus 8 --gpu-memory 80GiB \\
-        --method lora --overrides plan.yaml
+      dataprep plan --model meta-llama/Llama-3.1-8B --stats stats.json --gpu h100 --gpus 8 \\
+        --method lora --epochs 3 --overrides plan.yaml
     """
 
     def body() -> Outcome:
@@ -104,7 +112,7 @@ def plan_cmd(
             raise UsageError(f"--gpus {gpus}: at least one GPU", hint="e.g. --gpus 8")
         if seq_length is not None and seq_length < 1:
             raise UsageError(f"--seq-length {seq_length}: must be positive", hint="e.g. --seq-length 4096")
-        mem = parse_size(gpu_memory)
+        mem = parse_size(gpu_memory) if gpu_memory is not None else None
         if overrides_path:
             from ..atomic import check_output_path
 
@@ -131,6 +139,12 @@ def plan_cmd(
             param_dtype=param_dtype,
             packing=packing,
             margin=margin,
+            gpu=gpu,
+            gpu_tflops=gpu_tflops,
+            mfu=mfu,
+            epochs=epochs,
+            max_steps=max_steps,
+            gpu_hour_price=gpu_hour_price,
         )
         overrides = result.overrides()
         cli = result.cli_overrides()
@@ -160,6 +174,77 @@ def plan_cmd(
         )
 
     run(body, as_json=as_json, quiet=quiet, strict=strict)
+
+
+def _hours(h: float) -> str:
+    if h < 0.1:
+        return f"{h:.2g}"
+    return f"{h:.2f}" if h < 10 else f"{h:,.1f}" if h < 1000 else f"{h:,.0f}"
+
+
+def time_lines(d: dict[str, Any]) -> list[str]:
+    """The time estimate (``PlanResult.to_dict()["time"]``) in a few lines: step, tokens, epoch, run,
+    alternatives, and what was assumed."""
+    from ..throughput import MFU_TUNED, duration
+
+    tok, fl = d["tokens_per_step"], d["gflops_per_computed_token"]
+    lines = [
+        f"time: ~{duration(d['step_seconds'])} per optimizer step ({d['sequences_per_step']} sequences, "
+        f"{tok['computed']:,} computed tokens x {fl['total']:.1f} GFLOPs) on {d['gpus']} x {d['gpu']} "
+        f"({d['peak_tflops_per_gpu']:g} TFLOPS dense BF16{', assumed' if d['peak_assumed'] else ''}) at MFU "
+        f"{d['mfu']:g}; {d['tokens_per_second_per_gpu']['real']:,.0f} real tokens/s per GPU"
+    ]
+    if d["bound"] == "communication":
+        lines.append(
+            f"  communication-bound: FSDP2's all-gathers need at least "
+            f"{d['communication_floor_seconds_per_step']:.3g} s per step over the {d['link_gb_per_s']:g} GB/s link, "
+            f"more than the {d['compute_seconds_per_step']:.3g} s of compute (fewer GPUs, longer micro-batches or "
+            "NVLink GPUs help)"
+        )
+    if d["activation_checkpointing"]:
+        lines.append(
+            f"  activation checkpointing: x{d['activation_checkpointing_step_time_factor']:.2f} step time "
+            "(each decoder layer's forward runs again in backward)"
+        )
+    e = d["epoch"]
+    if e:
+        how = "packs" if d["packing"] else "padding each micro-batch to its longest row"
+        lines.append(
+            f"  tokens per epoch: {e['real_tokens']:,} real, {e['computed_tokens']:,} computed "
+            f"({e['token_efficiency']:.1%} real: {how})"
+        )
+        steps = f"{e['steps']:,} optimizer step{'s' if e['steps'] != 1 else ''}"
+        lines.append(f"  epoch: {e['sequences']:,} sequences, {steps}, ~{duration(e['seconds'])}")
+    run = d["run"]
+    if run:
+        if run["limited_by"] == "max_steps":
+            what = f"{run['steps']:,} steps (--max-steps)"
+        else:
+            n = run["epochs"]
+            what = f"{n:g} epoch{'s' if n != 1 else ''}" + (
+                " (--epochs to change)" if run["epochs_assumed"] else ""
+            )
+        cost = (
+            f", cost {run['cost']:,.2f} at {run['gpu_hour_price']:g} per GPU-hour"
+            if run["cost"] is not None
+            else ""
+        )
+        lines.append(
+            f"  run: {what}: ~{duration(run['seconds'])} wall, {_hours(run['gpu_hours'])} GPU-hours{cost}"
+        )
+    for alt in d["alternatives"]:
+        lines.append(f"  instead: {alt['text']}")
+    assumed = []
+    if d["peak_assumed"]:
+        assumed.append(f"an {d['gpu']} peak (pass --gpu NAME or --gpu-tflops)")
+    if d["mfu_source"] != "--mfu":
+        assumed.append(
+            f"MFU {d['mfu']:g} for a stock AutoModel run (--mfu to set yours; ~{MFU_TUNED:g} for AutoModel's "
+            "tuned benchmark stack)"
+        )
+    if assumed:
+        lines.append("  assumed: " + "; ".join(assumed))
+    return lines
 
 
 def _read_stats(path: str) -> dict[str, Any]:
@@ -238,8 +323,9 @@ def _render(con, result, yaml_text: str, cli: list[str], overrides_path: str | N
     expected = mem.get("expected_padded_length")
     if expected and expected < mem["padded_length"]:
         con.print(
-            f"note: ChatDataset pads every row to seq_length {mem['padded_length']}; a collator padding to the "
-            f"longest row of a batch would hold about {expected} tokens per row (stats: expected longest row)"
+            f"note: memory is sized for rows of {mem['padded_length']} tokens, the longest a micro-batch can hold; "
+            f"the collator pads each micro-batch to its longest row, about {expected} tokens for a random one "
+            "(stats: expected longest row), which the time estimate uses"
         )
     if rec["local_batch_size"] is not None:
         con.print(
@@ -250,6 +336,14 @@ def _render(con, result, yaml_text: str, cli: list[str], overrides_path: str | N
         )
     if rec.get("note"):
         con.print(f"note: {rec['note']}", markup=False, highlight=False)
+    con.print(
+        f"GPU memory: {budget['gpu_memory_gib']:.1f} GiB per GPU ({budget['gpu_memory_source']})",
+        markup=False,
+        highlight=False,
+    )
+    if result.time is not None:
+        for line in time_lines(d["time"]):
+            con.print(line, markup=False, highlight=False)
     con.print("\n[bold]AutoModel overrides[/]" + (f" (written to {overrides_path})" if written else ""))
     con.print(yaml_text, markup=False, highlight=False)
     con.print("[bold]as command-line overrides[/]")

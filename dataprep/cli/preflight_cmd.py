@@ -72,7 +72,13 @@ def preflight_cmd(
     dataset: str | None,
     method: str | None,
     gpus: int,
-    gpu_memory: str,
+    gpu: str | None,
+    gpu_memory: str | None,
+    gpu_tflops: float | None,
+    mfu: float | None,
+    epochs: int | None,
+    max_steps: int | None,
+    gpu_hour_price: float | None,
     out_dir: str,
     val_fraction: float,
     convert: ConvertFlags,
@@ -123,7 +129,7 @@ def preflight_cmd(
     def body() -> Outcome:
         from pathlib import Path
 
-        from ..plan import parse_size
+        from ..plan import resolve_gpu_memory
         from ..preflight import PreflightOptions, run_preflight
 
         opts = PreflightOptions(
@@ -132,7 +138,7 @@ def preflight_cmd(
             out_dir=Path(out_dir),
             method=method,  # type: ignore[arg-type]
             gpus=gpus,
-            gpu_memory_bytes=parse_size(gpu_memory),
+            gpu_memory_bytes=resolve_gpu_memory(gpu_memory, gpu)[0],  # --gpu-memory, else --gpu's, else 80GiB
             val_fraction=val_fraction,
             **convert.to_kwargs(),
             chat_template=chat_template,
@@ -159,6 +165,12 @@ def preflight_cmd(
                 "param_dtype": param_dtype,
                 "packing": packing,
                 "margin": margin,
+                "gpu": gpu,
+                "gpu_tflops": gpu_tflops,
+                "mfu": mfu,
+                "epochs": epochs,
+                "max_steps": max_steps,
+                "gpu_hour_price": gpu_hour_price,
             },
             strict=strict,
             recipe_config=recipe_config,
@@ -258,6 +270,11 @@ def _summary(report: dict[str, Any]) -> list[str]:
             f" = global {rec['global_batch_size']};"
             f" {mem['per_gpu_gib']:.1f} GiB per GPU of {budget.get('usable_gib', '?')} GiB usable"
         )
+    time = plan.get("time")
+    if isinstance(time, dict) and time.get("step_seconds") is not None:
+        from ..throughput import summary_line
+
+        lines.append(f"  time: {summary_line(time)}")
     recipe = report.get("recipe")
     if recipe:
         lines.append(
