@@ -1140,6 +1140,8 @@ _FLAGS = {
     "loss": "--loss",
     "param_dtype": "--param-dtype",
     "packing": "--packing",
+    "epochs": "--epochs",
+    "max_steps": "--max-steps",
 }
 _TOP_LEVEL = ("model", "dataset", "tokenizer", "method", "seq_length", "chat_template")
 

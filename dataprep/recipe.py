@@ -314,6 +314,9 @@ def recipe_settings(recipe: Recipe) -> dict[str, Setting]:
                 "peft.target_modules",
                 ",".join(targets) if isinstance(targets, list) else targets,
             )
+    # the run's length, for the time estimate (AutoModel stops at whichever comes first)
+    put("epochs", "step_scheduler.num_epochs", _int_or_none(recipe.get("step_scheduler.num_epochs")))
+    put("max_steps", "step_scheduler.max_steps", _int_or_none(recipe.get("step_scheduler.max_steps")))
     gbs = _int_or_none(recipe.get("step_scheduler.global_batch_size"))
     put("global_batch_size", "step_scheduler.global_batch_size", gbs)
     ac = recipe.get("distributed.activation_checkpointing")

@@ -419,6 +419,7 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "memory": memory_view(plan, gpu_gib if isinstance(gpu_gib, (int, float)) else None),
         "recommendation": _rec_list((plan or {}).get("recommendation")),
         "tradeoff": (plan or {}).get("tradeoff") or [],
+        "time": (plan or {}).get("time"),
         "quality": _quality_rows(stats),
         "overrides_yaml": report.get("overrides_yaml"),
         "command_line": report.get("command_line"),

@@ -327,3 +327,13 @@ def test_report_html_lists_the_recipe_changes(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     html = (out / "report.html").read_text()
     assert 'id="recipe-changes"' in html and "replaced whole" in html and "recipe.yaml" in html
+
+
+def test_the_recipes_run_length_reaches_the_time_estimate(cli, tmp_path):
+    r, out = _preflight(cli, tmp_path, RECIPES / "base.yaml", "--gpu", "h100")
+    assert r.exit_code == 0, r.stderr
+    d = r.json()
+    assert d["steps"][0]["figures"]["taken"]["max_steps"] == {"key": "step_scheduler.max_steps", "value": 20}
+    run = next(s for s in d["steps"] if s["name"] == "plan")["figures"]["time"]["run"]
+    assert run["epochs"] == 1 and run["max_steps"] == 20
+    assert 'id="time"' in (out / "report.html").read_text()
