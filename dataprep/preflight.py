@@ -795,10 +795,13 @@ class _Run:
         for L in lengths:
             dropped = too_long(counts, L, self.o.max_tokens)
             lost = sup_total - int(counts.supervised_kept(L).sum())
+            epoch_s = None
             try:
                 p = make_plan(cfg, **_accepted(make_plan, {**kwargs, "seq_length": L}))
                 rec, fits, gib = p.recommendation, p.fits, round(p.estimate.total_gib, 2)
                 local = rec.local_batch_size
+                epoch = ((p.to_dict().get("time") or {}).get("epoch") or {}) if fits else {}
+                epoch_s = epoch.get("seconds")
             except DataprepError:
                 fits, gib, local = False, None, None
             rows.append(
@@ -811,6 +814,7 @@ class _Run:
                     "local_batch_size": local,
                     "per_gpu_gib": gib,
                     "fits": fits,
+                    "epoch_seconds": epoch_s,
                 }
             )
         return rows
