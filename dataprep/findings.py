@@ -159,6 +159,24 @@ CATALOGUE: Mapping[str, CodeSpec] = {
         _spec(
             "duplicate_row", "warning", "an exact duplicate of an earlier row", "drop duplicates with --dedup"
         ),
+        _spec(
+            "near_duplicate",
+            "warning",
+            "a near duplicate of an earlier row (MinHash estimate of word 3-gram Jaccard >= 0.7)",
+            "the first of each cluster is kept; the others are in the rejects file with the row they duplicate",
+        ),
+        _spec(
+            "near_duplicate_leakage",
+            "warning",
+            "validation rows with a near duplicate in train: the validation loss measures memorisation",
+            "drop them from validation, or split by near-duplicate cluster",
+        ),
+        _spec(
+            "eval_contamination",
+            "warning",
+            "training rows share a 13-word sequence with an eval item (the GPT-3 contamination rule)",
+            "drop the contaminated rows before training, or report the eval as contaminated",
+        ),
         # -- chat template ---------------------------------------------------------------------------
         _spec(
             "chat_template_missing",

@@ -2,6 +2,7 @@
 
     open source -> refuse packed -> rename mapped columns -> detect (or force) the shape
       -> convert batch by batch -> validate every conversation -> drop exact duplicates (optional)
+      -> set near duplicates aside (optional, ``--dedup near``: rejects with code ``near_duplicate``)
       -> OUT JSONL + rejects JSONL, both written atomically
 
 Every input row ends in the output, the rejects file (row number, code, message, original record) or the
@@ -506,7 +507,7 @@ class _Writer:
         self,
         out: IO[str],
         rejects: IO[str],
-        dedup: bool,
+        dedup: bool | str,
         *,
         background: bool = False,
         limit: TokenLimit | None = None,
@@ -514,7 +515,12 @@ class _Writer:
         """``background``: a block's bytes are written by a thread while the next batch is read and converted
         (the write copies into the page cache with the GIL released); the caller must call ``finish()`` before
         ``out`` is closed."""
-        self.out, self.rejects, self.dedup = out, rejects, dedup
+        self.out, self.rejects, self.dedup = out, rejects, bool(dedup)
+        self.near: Any = None
+        if dedup == "near":
+            from .neardup import NearDup
+
+            self.near = NearDup()
         self.written = self.rejected = self.duplicates = 0
         self.by_code: dict[str, int] = {}
         self.first_rows: dict[str, list[int]] = {}
@@ -592,9 +598,22 @@ class _Writer:
                 self.duplicates += 1
                 return
             self.seen.add(h)
+            if self.near is not None and self._near_duplicate(row, line):
+                return
         self._wait()
         self.out.write(line + "\n")
         self.written += 1
+
+    def _near_duplicate(self, row: int, line: str) -> bool:
+        """``--dedup near``: a near duplicate of an earlier kept row goes to rejects as ``near_duplicate``
+        (after the exact check: exact copies stay in the duplicate count, as with ``--dedup``)."""
+        conv = json.loads(line)
+        of = self.near.check(row, conv)
+        if of is None:
+            return False
+        msg = f"a near duplicate of row {of} (estimated Jaccard {self.near.last.jaccard:.2f} of word 3-grams)"
+        self.reject(Reject(row, "near_duplicate", msg, conv))
+        return True
 
     def reject(self, r: Reject) -> None:
         self.rejected += 1
@@ -626,13 +645,15 @@ def write_converted(
     out: IO[str],
     rejects: IO[str],
     *,
-    dedup: bool = False,
+    dedup: bool | str = False,
     background: bool = False,
     progress: Callable[[int], None] | None = None,
     limit: TokenLimit | None = None,
 ) -> Written:
     """Convert ``batches`` and write output and rejects lines: the one write loop of normalize and engine_ray.
 
+    ``dedup``: False, True or ``"exact"`` (drop exact duplicate lines, counted as duplicates), or ``"near"``
+    (exact as well, then near duplicates go to rejects as ``near_duplicate``, see ``dataprep.neardup``).
     ``background``: block bytes are written by a thread (see ``_Writer``); ``progress(records_read)`` is called
     as batches are read. The converter's notes start afresh, so they are this call's (a Ray worker converts
     several blocks with one converter).
@@ -672,6 +693,20 @@ def check_take(take: str | None) -> None:
         raise UsageError(f"--take {take!r}: only 'chosen' is supported")
 
 
+DEDUP_MODES = ("exact", "near")
+
+
+def check_dedup(dedup: bool | str | None) -> bool | str:
+    """``dedup`` as False, ``"exact"`` or ``"near"`` (True is ``"exact"``, the meaning of a bare ``--dedup``)."""
+    if dedup is None or dedup is False:
+        return False
+    if dedup is True:
+        return "exact"
+    if dedup not in DEDUP_MODES:
+        raise UsageError(f"--dedup {dedup!r}", hint="--dedup exact (the default) or --dedup near")
+    return dedup
+
+
 def convert_options(
     *,
     role_map: Mapping[str, str] | None = None,
@@ -708,7 +743,7 @@ def normalize(
     system: str | None = None,
     take: str | None = None,
     text_only: bool = False,
-    dedup: bool = False,
+    dedup: bool | str = False,
     all_paths: bool = False,
     rejects: str | Path | None = None,
     force: bool = False,
@@ -724,8 +759,9 @@ def normalize(
 
     ``progress(records_read, total_or_None)`` is called as batches are read (the CLI's progress bar).
     ``max_tokens`` (with ``model``, whose chat template and tokenizer count): longer rows go to rejects as
-    ``too_long``.
+    ``too_long``. ``dedup``: False, True/``"exact"`` or ``"near"`` (see ``write_converted``).
     """
+    dedup = check_dedup(dedup)
     limit = None
     if max_tokens is not None:
         if not model:
@@ -831,6 +867,7 @@ __all__ = [
     "Prepared",
     "Reject",
     "Written",
+    "check_dedup",
     "check_outputs",
     "check_take",
     "convert_options",

@@ -66,9 +66,16 @@ def dispatch_normalize(
         from ..normalize import normalize
 
         return normalize(inp, out, **kwargs)
+    if kwargs.get("dedup") == "near":
+        # the first of a near-duplicate cluster is a question of input order over every shard: one sequential
+        # index, which Ray's independent block workers do not have
+        raise UsageError(
+            "--dedup near is not available with --engine ray",
+            hint="normalize locally with --dedup near (about 1 KB of memory per kept row)",
+        )
+    if kwargs.get("dedup") == "exact":
+        kwargs["dedup"] = True
     if kwargs.get("max_tokens") is not None:
-        from ..errors import UsageError
-
         raise UsageError(
             "--max-tokens is not available with --engine ray yet",
             hint="normalize locally with --max-tokens, or set long rows aside in preflight / stats --max-tokens",

@@ -39,11 +39,36 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int | None], None] | Non
         yield update
 
 
-@click.command("normalize")
+class _NormalizeCommand(click.Command):
+    """``--dedup`` takes an optional value (exact|near); a bare ``--dedup`` followed by IN (``normalize --dedup
+    in.csv out.jsonl``, valid before the value existed) must stay a flag, so it is read as ``--dedup=exact``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        fixed = list(args)
+        for i, a in enumerate(fixed[:-1]):
+            if a == "--":
+                break
+            if a == "--dedup" and fixed[i + 1] not in DEDUP_VALUES:
+                fixed[i] = "--dedup=exact"
+        return super().parse_args(ctx, fixed)
+
+
+DEDUP_VALUES = ("exact", "near")
+
+
+@click.command("normalize", cls=_NormalizeCommand)
 @click.argument("inp", metavar="IN", type=click.Path(dir_okay=True, allow_dash=True))
 @click.argument("out", metavar="OUT", type=click.Path())
 @convert_options
-@click.option("--dedup", is_flag=True, help="Drop exact duplicates of the normalized conversation.")
+@click.option(
+    "--dedup",
+    type=click.Choice(DEDUP_VALUES),
+    is_flag=False,
+    flag_value="exact",
+    default=None,
+    help="Drop exact duplicates of the normalized conversation (a bare --dedup is exact); near: also set near "
+    "duplicates (word 3-gram Jaccard >= 0.7) aside in rejects as near_duplicate.",
+)
 @click.option("--all-paths", is_flag=True, help="OASST trees: every root-to-leaf path, not only the best.")
 @click.option(
     "--rejects", type=click.Path(dir_okay=False), help="Rejects file [default: OUT stem + .rejects.jsonl]."
