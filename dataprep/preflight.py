@@ -95,6 +95,11 @@ class PreflightOptions:
     # plan (passed to make_plan by name when it accepts them)
     seq_length: int | None = None
     max_tokens: int | None = None  # rows longer go to rejects as too_long
+    dedup: str | None = None  # "exact" | "near": duplicates go to rejects (dataprep.dedup)
+    near_dup: bool = True  # keep near-duplicate clusters on one side of the split
+    eval_paths: tuple[str, ...] = ()  # eval sets to check training rows against (13-gram contamination)
+    validation: str | None = None  # a validation set of the user's instead of a split (checked for leakage)
+    drop_contaminated: bool = False
     plan_options: Mapping[str, Any] = field(default_factory=dict)
     strict: bool = False
     recipe_config: str = "RECIPE.yaml"  # the recipe name in the printed command line (no --recipe)
@@ -122,6 +127,12 @@ class PreflightOptions:
             raise UsageError("--gpu-memory must be positive", hint="e.g. --gpu-memory 80GiB")
         if self.seq_length is not None and self.seq_length <= 0:
             raise UsageError(f"--seq-length {self.seq_length}: must be positive")
+        if self.dedup not in (None, "exact", "near"):
+            raise UsageError(f"--dedup {self.dedup!r}: choose exact or near")
+        if self.validation is not None and self.validation == self.dataset:
+            raise UsageError("--validation is the --dataset itself", hint="give a separate validation file")
+        if self.drop_contaminated and not self.eval_paths:
+            raise UsageError("--drop-contaminated needs --eval PATH", hint="e.g. --eval mmlu_test.jsonl")
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise UsageError(
                 f"--max-tokens {self.max_tokens}: must be positive", hint="e.g. --max-tokens 8192"
@@ -318,6 +329,7 @@ class _Run:
         # what the kept rows carry (reasoning, tools, system), counted as they pass
         self.traits = DataTraits()
         self.notes: Any = None  # the converter's notes (converters.Notes), once normalize ran
+        self.checks: Any = None  # dataprep.dedup.RowChecks: duplicates, near duplicates, contamination
         self.out = Path(opts.out_dir)
         self.paths = {k: self.out / v for k, v in OUTPUT_NAMES.items()}
         self.steps = {name: StepRecord(name) for name in STEPS}
@@ -478,6 +490,17 @@ class _Run:
 
         rej_path = self.paths["rejects"]
         counters: Counter = Counter()
+        if self.o.dedup or self.o.near_dup or self.o.eval_paths or self.o.validation:
+            from .dedup import RowChecks
+
+            self.checks = RowChecks(
+                dedup=self.o.dedup,
+                near=self.o.near_dup,
+                eval_paths=self.o.eval_paths,
+                drop_contaminated=self.o.drop_contaminated,
+            )
+            if self.o.validation:
+                self.checks.train_digests = set()
         error: DataprepError | None = None
         with atomic_write(rej_path) as rfh:
             rejects = _Rejects(rfh)
@@ -488,9 +511,13 @@ class _Run:
                     valid,
                     self.paths["train"],
                     self.paths["validation"],
-                    val_fraction=self.o.val_fraction,
+                    val_fraction=0.0 if self.o.validation else self.o.val_fraction,
+                    ensure_validation=not self.o.validation,
                     row_index=self.row_index,
+                    side_digest=self.checks.side_digest if self.checks is not None else None,
                 )
+                if self.o.validation:
+                    self._own_validation(rejects)
             except OutputNotWritable:
                 raise  # inside the rejects file's block, so that it goes too: no partial outputs
             except DataprepError as err:  # a whole-input problem: unknown schema, preference data...
@@ -529,6 +556,8 @@ class _Run:
                 v_findings.append(
                     finding("unreadable_input", f"{self.dataset_name}: the dataset has no rows")
                 )
+        if self.checks is not None:
+            v_findings += self.checks.findings()
         if self.split.duplicates:
             # Kept (nothing is dropped unasked), but they weight those examples up: say how many.
             v_findings.append(
@@ -544,7 +573,46 @@ class _Run:
         self._finish_step(
             "validate",
             v_findings,
-            {"rows_in": n_in, "valid": kept, "rejected": rejects.count(), "split": self.split.to_dict()},
+            {
+                "rows_in": n_in,
+                "valid": kept,
+                "rejected": rejects.count(),
+                "split": self.split.to_dict(),
+                **(self.checks.figures() if self.checks is not None else {}),
+            },
+        )
+
+    def _own_validation(self, rejects: _Rejects) -> None:
+        """``--validation PATH``: the user's validation set, converted and validated like the input (its rejects
+        tagged with the file), written as validation.jsonl, and checked for copies of train rows (leakage)."""
+        import dataclasses
+        from array import array
+
+        from .messages import validate_conversation
+        from .normalize import iter_conversations
+        from .split import _HashingWriter
+
+        path = self.o.validation
+        index = array("q")
+        with atomic_write(self.paths["validation"]) as fh:
+            w = _HashingWriter(fh, self.paths["validation"])
+
+            def reject(r: Any) -> None:
+                rejects.add("validate", r.row, r.code, f"{path} row {r.row}: {r.message}", r.record)
+
+            for row, conv in iter_conversations(path, on_reject=reject):
+                problems = validate_conversation(conv)
+                if problems:
+                    rejects.add(
+                        "validate", row, problems[0].code, f"{path} row {row}: {problems[0].message}", conv
+                    )
+                    continue
+                self.checks.leakage(row, conv)
+                w.write_line(json.dumps(conv, ensure_ascii=False))
+                index.append(row)
+        self.row_index["validation"] = index
+        self.split = dataclasses.replace(
+            self.split, validation_rows=w.rows, validation_sha256=w.sha.hexdigest(), val_fraction=0.0
         )
 
     def _conversations(self, rejects: _Rejects, counters: Counter) -> Iterator[tuple[int, dict]]:
@@ -613,6 +681,11 @@ class _Run:
                 rejects.add("validate", row, p.code, p.message, conv)
                 continue
             counters["valid"] += 1
+            if self.checks is not None:
+                verdict = self.checks.see(row, conv)
+                if verdict is not None:
+                    rejects.add("validate", row, verdict[0], verdict[1], conv)
+                    continue
             self.traits.add(conv)
             yield row, conv
 

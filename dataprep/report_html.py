@@ -421,6 +421,7 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "tradeoff": (plan or {}).get("tradeoff") or [],
         "time": (plan or {}).get("time"),
         "quality": _quality_rows(stats),
+        "duplicates": _duplicates_view((by_name.get("validate") or {}).get("figures") or {}),
         "overrides_yaml": report.get("overrides_yaml"),
         "command_line": report.get("command_line"),
         "recipe": report.get("recipe"),
@@ -428,6 +429,12 @@ def build_view(report: Mapping[str, Any]) -> dict[str, Any]:
         "split": report.get("split"),
         "versions": [(k, v or "not installed") for k, v in (report.get("versions") or {}).items()],
     }
+
+
+def _duplicates_view(validate: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Near-duplicate clusters, leakage of a given validation set, and eval contamination, when checked."""
+    view = {k: validate.get(k) for k in ("near_duplicates", "leakage", "contamination") if validate.get(k)}
+    return view or None
 
 
 def _quality_rows(stats: dict | None) -> list[dict[str, Any]]:

@@ -125,6 +125,7 @@ def split_conversations(
     val_fraction: float = 0.02,
     ensure_validation: bool = True,
     row_index: dict[str, Any] | None = None,
+    side_digest: Callable[[int, str], str] | None = None,
 ) -> SplitResult:
     """Stream ``(row, conversation)`` pairs into two JSONL files; both appear atomically at the end.
 
@@ -135,6 +136,9 @@ def split_conversations(
 
     ``row_index``: when given, filled with ``{"train": [...], "validation": [...]}``, the input row number
     of each line of each file (so later steps can name input rows, not output lines).
+
+    ``side_digest(row, digest)``: the digest that decides the row's side, when not its own: a near duplicate
+    goes with the first row of its cluster (preflight), as an exact duplicate goes with its first copy.
     """
     index: dict[str, Any] = row_index if row_index is not None else {}
     index["train"], index["validation"] = array("q"), array("q")  # 8 bytes a row
@@ -153,7 +157,8 @@ def split_conversations(
                     duplicates += 1
                 else:
                     seen.add(key)
-                if side_of(digest, val_fraction) == "validation":
+                side = digest if side_digest is None else side_digest(_row, digest)
+                if side_of(side, val_fraction) == "validation":
                     val.write_line(_line(conv))
                     index["validation"].append(_row)
                 else:

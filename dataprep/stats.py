@@ -608,6 +608,7 @@ def compute_stats(
     skipped: Skipped | None = None,
     max_tokens: int | None = None,
     quality: bool = True,
+    eval_paths: Sequence[str] = (),
 ) -> StatsResult:
     """Measure (row number, conversation) pairs through ``loaded``'s chat template and summarize.
 
@@ -617,6 +618,7 @@ def compute_stats(
     ``mask_generation_prompt``: the recipe's ``dataset.mask_generation_prompt`` (ChatDataset's option).
     ``skipped``: collects the rows the caller's converter rejected (``iter_conversations(on_reject=...)``).
     ``quality``: run the data-quality lint (``dataprep.quality``) over every row read, as it streams.
+    ``eval_paths``: eval sets; rows sharing a normalised 13-gram with an eval item are ``eval_contamination``.
     """
     if sample is not None and sample <= 0:
         raise ValueError("sample must be positive")
@@ -627,6 +629,12 @@ def compute_stats(
 
         lint = QualityLint()
         conversations = _linted(conversations, lint)
+    checks = None
+    if eval_paths:
+        from .dedup import RowChecks
+
+        checks = RowChecks(near=False, eval_paths=eval_paths)
+        conversations = _checked(conversations, checks)
     items: Iterable[tuple[int, dict]] = conversations
     if sample is not None:
         items, rows_read = reservoir_sample(conversations, sample)
@@ -647,11 +655,19 @@ def compute_stats(
         mask_generation_prompt=mask_generation_prompt,
         max_tokens=max_tokens,
     )
-    if lint is None:
-        return result
     import dataclasses
 
+    if checks is not None:
+        result = dataclasses.replace(result, findings=(*result.findings, *checks.findings()))
+    if lint is None:
+        return result
     return dataclasses.replace(result, findings=(*result.findings, *lint.findings()), quality=lint.to_dict())
+
+
+def _checked(items: Iterable[tuple[int, dict]], checks: Any) -> Iterator[tuple[int, dict]]:
+    for row, conv in items:
+        checks.see(row, conv)  # contamination is counted, nothing dropped: stats describes the data
+        yield row, conv
 
 
 def _linted(items: Iterable[tuple[int, dict]], lint: Any) -> Iterator[tuple[int, dict]]:

@@ -115,6 +115,10 @@ def dispatch_stats(
         result = compute_stats(rows, loaded, workers=workers, skipped=skipped, **stats_kwargs)
         # what the converter noticed on rows it kept (pandas literals, loss_weight): one finding per code
         return dataclasses.replace(result, findings=(*result.findings, *note_findings(notes)))
+    if stats_kwargs.get("eval_paths"):
+        from ..errors import UsageError
+
+        raise UsageError("--eval is not available with --engine ray yet", hint="run stats --eval locally")
     from ..engine_ray import stats_ray
 
     return stats_ray(

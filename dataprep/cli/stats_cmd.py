@@ -41,6 +41,14 @@ _PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
     help="Set rows longer than N tokens aside (too_long, with their rows) and leave them out of the figures.",
 )
 @click.option(
+    "--eval",
+    "eval_paths",
+    multiple=True,
+    metavar="PATH",
+    help="An eval set (any input normalize reads, or a folder; repeatable): rows sharing a normalised 13-gram "
+    "with an eval item are eval_contamination.",
+)
+@click.option(
     "--trainer-check",
     type=click.IntRange(min=1),
     metavar="N",
@@ -70,6 +78,7 @@ def stats_cmd(
     workers: int,
     mask_generation_prompt: bool,
     max_tokens: int | None,
+    eval_paths: tuple[str, ...],
     trainer_check: int | None,
     per_row: str | None,
     force: bool,
@@ -140,6 +149,7 @@ def stats_cmd(
                 workers=workers,
                 mask_generation_prompt=mask_generation_prompt,
                 max_tokens=max_tokens,
+                **({"eval_paths": tuple(eval_paths)} if eval_paths else {}),
                 progress=advance,
             )
         if per_row:
