@@ -5,7 +5,7 @@
   (``dataprep.neardup``) goes to rejects (``near_duplicate``), naming the row it copies.
 - otherwise (the default) near duplicates are kept, and the split puts each one on the side of the first row of
   its cluster (``side_digest``), as it does for exact copies: validation never holds a near copy of a train row.
-  The index stops growing at ``MAX_INDEXED`` kept rows (~3.4 KB each in rensa's LSH: ~850 MB); later rows are
+  The index stops growing at ``MAX_INDEXED`` kept rows (3.4-5 KB each in rensa's LSH: ~1.3 GB); later rows are
   still looked up in it, and the figures say the cap was reached.
 - ``--eval PATH``: rows sharing a normalised 13-gram with an eval item (``dataprep.neardup.Contamination``)
   are counted per eval set, or, with ``--drop-contaminated``, go to rejects (``eval_contamination``).

@@ -64,7 +64,7 @@ from ._options import ConvertFlags, convert_options, length_options, parse_int_l
     "--no-near-dup",
     "no_near_dup",
     is_flag=True,
-    help="Skip near-duplicate detection (~3.4 KB of index per kept row, capped at 250,000 rows).",
+    help="Skip near-duplicate detection (3.4-5 KB of index per kept row, capped at 250,000 rows).",
 )
 @click.option(
     "--eval",
