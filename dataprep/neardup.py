@@ -33,7 +33,7 @@ indexed, and a later row whose estimated Jaccard to a kept row is >= threshold i
 it (the most similar kept row; the earliest on ties) and is not indexed. State per *kept* row: its signature,
 128 x uint32 = 512 bytes in a growing numpy array (doubling, so up to 2x), its source row (a list entry), and its
 32 band entries in rensa's LSH index (a hash-table entry and a small vector of keys per band, ~2.6 KB): measured
-3.4 KB per kept row (RSS growth over 100,000 distinct rows), so 1M kept rows need about 3.4 GB. Fewer bands would
+3.4 KB per kept row (RSS growth over 100,000 distinct rows), ~5 KB at 950,000 (bench/README.md), so 1M kept rows need ~5 GB. Fewer bands would
 halve the index but lose recall at the threshold (see the LSH line above). Duplicates and rows without
 text cost nothing.
 
