@@ -268,6 +268,10 @@ def _render(con: Any, result: Any) -> None:
     con.print(escape(result.verdict_line()))
 
 
+def _gib(v: Any) -> str:
+    return f"{v:.1f}" if isinstance(v, (int, float)) else "?"
+
+
 def _summary(report: dict[str, Any]) -> list[str]:
     """The figures a user reads first: rows kept, token lengths, and the shape of the plan."""
     figures = {step["name"]: step.get("figures") or {} for step in report["steps"]}
@@ -299,7 +303,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
         budget = plan.get("budget", {})
         lines.append(
             f"  plan: does not fit at seq_length {rec['seq_length']}:"
-            f" {mem['per_gpu_gib']:.1f} GiB per GPU for one sequence, {budget.get('usable_gib', '?')} GiB usable"
+            f" {mem['per_gpu_gib']:.1f} GiB per GPU for one sequence, {_gib(budget.get('usable_gib'))} GiB usable"
         )
     elif rec and mem:
         budget = plan.get("budget", {})
@@ -307,7 +311,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
             f"  plan: seq_length {rec['seq_length']}, local_batch_size {rec['local_batch_size']}"
             f" x grad_accumulation {rec['grad_accumulation']} x dp {rec['dp_size']}"
             f" = global {rec['global_batch_size']};"
-            f" {mem['per_gpu_gib']:.1f} GiB per GPU of {budget.get('usable_gib', '?')} GiB usable"
+            f" {mem['per_gpu_gib']:.1f} GiB per GPU of {_gib(budget.get('usable_gib'))} GiB usable"
         )
     time = plan.get("time")
     if isinstance(time, dict) and time.get("step_seconds") is not None:
