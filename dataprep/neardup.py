@@ -129,7 +129,15 @@ class NearDup:
         ngram: int = NGRAM,
         seed: int = SEED,
     ):
-        from rensa import RMinHash, RMinHashLSH
+        try:
+            from rensa import RMinHash, RMinHashLSH
+        except ImportError as err:  # a dependency of dataprep: an environment installed without it
+            from .errors import MissingDependency
+
+            raise MissingDependency(
+                f"near-duplicate detection needs the rensa package ({err})",
+                hint='pip install "rensa>=0.5.0,<0.6" (or --no-near-dup to skip the check)',
+            ) from None
 
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold {threshold}: must be in (0, 1]")
