@@ -145,6 +145,11 @@ def preflight_cmd(
     checkpointing, loss, parallel sizes, dtype, seq_length, chat_template) drive the plan; flags given here win
     and are reported as changes.
 
+    Rows the chosen seq_length would leave with no supervised token (or longer than --max-tokens) go to rejects
+    as too_long. Near-duplicate clusters stay on one side of the split (--dedup exact|near sends copies to
+    rejects); --validation uses your own validation set, checked for leakage; --eval reports training rows that
+    share a 13-gram with an eval set.
+
     Writes to OUT: train.jsonl, validation.jsonl (a deterministic split by conversation hash), rejects.jsonl,
     report.json, report.html, and, when nothing stopped the run, manifest.json for `verify-manifest` and:
     with --recipe, recipe.yaml (the recipe with what preflight decided; run `automodel OUT/recipe.yaml`) and
