@@ -110,7 +110,7 @@ def normalize_cmd(
       dataprep normalize train.csv train.jsonl --map instruction=question --map output=answer
 
     \b
-    Shapes: openai_messages, sharegpt, alpaca, prompt_completion, dolly, oasst, preference (--take chosen).
+    Shapes: openai_messages, sharegpt, alpaca, prompt_completion, dolly, oasst, preference and kto (--take chosen).
     Every input row ends in OUT, in the rejects file (row number, code, message, original record), or in
     the duplicate count: the summary shows read = written + rejected + duplicates.
     Rejected rows do not fail the run: each reject code is a warning (exit 0; --strict exits 1). When no
