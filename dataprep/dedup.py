@@ -32,8 +32,10 @@ class RowChecks:
         near: bool = True,
         eval_paths: Sequence[str] = (),
         drop_contaminated: bool = False,
+        own_validation: bool = False,
         max_indexed: int = MAX_INDEXED,
     ):
+        """``own_validation``: a validation file comes apart (``leakage``): remember every kept row's digest."""
         from .neardup import THRESHOLD, NearDup
 
         self.exact = dedup in ("exact", "near")
@@ -55,9 +57,9 @@ class RowChecks:
         self.drop_contaminated = drop_contaminated
         self.hits: dict[str, list[tuple[int, int, str]]] = {}  # eval set -> (row, eval row, n-gram)
         self.hit_counts: Counter = Counter()
-        self.train_digests: set[bytes] | None = (
-            None  # with a validation file: every kept row, for exact leakage
-        )
+        # with a validation file: every kept row's digest, for exact leakage
+        self.train_digests: set[bytes] | None = set() if own_validation else None
+        self._last: tuple[int, str] = (0, "")  # (row, conversation hash) of the row ``see`` looked at last
         self.leaks: list[tuple[int, int, float]] = []  # (validation row, train row, estimated Jaccard)
         self.leak_count = 0
         self.validation_rows = 0
@@ -67,6 +69,7 @@ class RowChecks:
         from .split import conversation_hash
 
         digest = conversation_hash(conv)
+        self._last = (row, digest)
         if self.train_digests is not None:
             self.train_digests.add(bytes.fromhex(digest[:32]))
         if self.exact:
@@ -131,6 +134,15 @@ class RowChecks:
             self.leak_count += 1
             if len(self.leaks) < MAX_ROWS_LISTED:
                 self.leaks.append((row, hit[0], hit[1]))
+
+    def digest(self, row: int, conv: Mapping[str, Any]) -> str:
+        """The conversation hash of ``row``: the one ``see`` just computed (the split asks right after), so the
+        hot path hashes each row once."""
+        if self._last[0] == row and self._last[1]:
+            return self._last[1]
+        from .split import conversation_hash
+
+        return conversation_hash(conv)
 
     def side_digest(self, row: int, digest: str) -> str:
         """The digest deciding ``row``'s side of the split: its cluster's first row's, or its own."""

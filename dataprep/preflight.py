@@ -407,7 +407,7 @@ class _Run:
         from .recipe import check_recipe
 
         r = self.recipe
-        findings = check_recipe(r, gpus=self.o.gpus, data_replaced=True)
+        findings = check_recipe(r, gpus=self.o.gpus)
         findings += self._recipe_data_findings()
         figures = {
             "path": str(r.path.resolve()),
@@ -498,9 +498,8 @@ class _Run:
                 near=self.o.near_dup,
                 eval_paths=self.o.eval_paths,
                 drop_contaminated=self.o.drop_contaminated,
+                own_validation=bool(self.o.validation),
             )
-            if self.o.validation:
-                self.checks.train_digests = set()
         error: DataprepError | None = None
         with atomic_write(rej_path) as rfh:
             rejects = _Rejects(rfh)
@@ -515,6 +514,7 @@ class _Run:
                     ensure_validation=not self.o.validation,
                     row_index=self.row_index,
                     side_digest=self.checks.side_digest if self.checks is not None else None,
+                    digest_of=self.checks.digest if self.checks is not None else None,
                 )
                 if self.o.validation:
                     self._own_validation(rejects)
@@ -925,6 +925,9 @@ class _Run:
     def write_recipe_outputs(self) -> None:
         """recipe.yaml (the user's recipe with what preflight decided), overrides.yaml and the command line
         that turn the original recipe into it, and the list of changes with why."""
+        import shlex
+
+        from .overrides import to_yaml
         from .recipe import Change, compose_overrides, nested, write_recipe
         from .recipe import command_line as recipe_command_line
 
@@ -934,7 +937,7 @@ class _Run:
         passed = [Change(k, None, v, "the recipe override after --") for k, _v in r.overrides for v in [_v]]
         changes = _recipe_changes(r.file_config, final, [*passed, *self.flag_changes])
         recipe_path = self.paths["recipe"].resolve()
-        run_line = f"automodel {_shell(str(recipe_path))}"
+        run_line = f"automodel {shlex.quote(str(recipe_path))}"
         original = str(r.path)
         self.command_line = None if too_long else recipe_command_line(original, sets)
         header = (
@@ -959,7 +962,7 @@ class _Run:
             )
         with atomic_write(self.paths["overrides"]) as fh:
             fh.write(
-                to_yaml_doc(
+                to_yaml(
                     self.overrides,
                     header=f"Changes dataprep preflight {_now()} makes to {original}.\n{how}",
                 )
@@ -1435,18 +1438,6 @@ def _is_template_file(t: str | None) -> bool:
         return Path(t).expanduser().is_file()
     except OSError:
         return False
-
-
-def _shell(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
-
-
-def to_yaml_doc(doc: Mapping[str, Any], *, header: str) -> str:
-    from .overrides import to_yaml
-
-    return to_yaml(doc, header=header)
 
 
 def _remap_rows(f: Finding, index: Any) -> Finding:

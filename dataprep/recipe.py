@@ -345,12 +345,9 @@ def _int_or_none(v: Any) -> int | None:
 # -- checks ----------------------------------------------------------------------------------------------------
 
 
-def check_recipe(recipe: Recipe, *, gpus: int, data_replaced: bool) -> list[Finding]:
-    """What the recipe would do wrong or does not say, each with the key it is about.
-
-    ``data_replaced``: preflight writes its own dataset sections (always, in recipe.yaml); the checks of those
-    sections say what the user's recipe does, and that recipe.yaml does not carry it over.
-    """
+def check_recipe(recipe: Recipe, *, gpus: int) -> list[Finding]:
+    """What the recipe would do wrong or does not say, each with the key it is about (preflight replaces the
+    dataset sections in recipe.yaml: their checks say what the user's recipe does)."""
     out: list[Finding] = []
     name = recipe.path.name
     for sec_name in DATASET_SECTIONS:
@@ -626,14 +623,10 @@ def compose_overrides(
                         too_long.append(key)
                     sets.append((key, y))
                 else:
-                    sets.extend(_leaves(key, y))
+                    sets.append((key, y))
 
     walk(old, new, "")
     return sets, too_long
-
-
-def _leaves(key: str, value: Any) -> Iterator[tuple[str, Any]]:
-    yield key, value
 
 
 def _literal(v: Any) -> str:

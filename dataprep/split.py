@@ -126,6 +126,7 @@ def split_conversations(
     ensure_validation: bool = True,
     row_index: dict[str, Any] | None = None,
     side_digest: Callable[[int, str], str] | None = None,
+    digest_of: Callable[[int, Mapping[str, Any]], str] | None = None,
 ) -> SplitResult:
     """Stream ``(row, conversation)`` pairs into two JSONL files; both appear atomically at the end.
 
@@ -139,6 +140,7 @@ def split_conversations(
 
     ``side_digest(row, digest)``: the digest that decides the row's side, when not its own: a near duplicate
     goes with the first row of its cluster (preflight), as an exact duplicate goes with its first copy.
+    ``digest_of(row, conv)``: the conversation hash when the caller has it already (default: computed here).
     """
     index: dict[str, Any] = row_index if row_index is not None else {}
     index["train"], index["validation"] = array("q"), array("q")  # 8 bytes a row
@@ -151,7 +153,7 @@ def split_conversations(
         with open(tmp_train, "w", encoding="utf-8") as tf, open(tmp_val, "w", encoding="utf-8") as vf:
             train, val = _HashingWriter(tf, train_path), _HashingWriter(vf, validation_path)
             for _row, conv in conversations:
-                digest = conversation_hash(conv)
+                digest = conversation_hash(conv) if digest_of is None else digest_of(_row, conv)
                 key = bytes.fromhex(digest[:32])  # 128 bits: collisions are not a practical concern
                 if key in seen:
                     duplicates += 1

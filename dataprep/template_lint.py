@@ -760,9 +760,16 @@ def _jsonl_rows(path: str) -> Iterable[tuple[int, dict]]:
 
 
 def check_dataset(
-    loaded: Any, path: str, *, samples: int = 100, limits: Limits = DEFAULT_LIMITS
+    loaded: Any,
+    path: str,
+    *,
+    samples: int = 100,
+    limits: Limits = DEFAULT_LIMITS,
+    traits: DataTraits | None = None,
 ) -> tuple[list[Finding], DatasetCheck, tuple[int, dict] | None]:
-    """Render the first ``samples`` valid rows of a dataset; rows that fail are reported with their numbers."""
+    """Render the first ``samples`` valid rows of a dataset; rows that fail are reported with their numbers.
+
+    ``traits``: counted over every row in the same pass (the rows past the sample are only counted)."""
     rows, reader = _read_rows(path, samples)
     failures: dict[str, list[int]] = {}
     no_supervised: list[int] = []
@@ -770,8 +777,12 @@ def check_dataset(
     rendered = 0
     first: tuple[int, dict] | None = None
     for k, (row, conv) in enumerate(rows):
+        if traits is not None:
+            traits.add(conv)
         if k >= samples:
-            break
+            if traits is None:
+                break
+            continue
         first = first or (row, conv)
         try:
             sr = assistant_spans(loaded, conv, limits=limits)
@@ -902,12 +913,12 @@ def lint_template(
     data_check = None
     first = None
     if dataset is not None and loaded.template is not None:
-        more, data_check, first = check_dataset(loaded, dataset, samples=samples, limits=limits)
+        counted = DataTraits() if traits is None else None
+        more, data_check, first = check_dataset(
+            loaded, dataset, samples=samples, limits=limits, traits=counted
+        )
         findings += more
-        if traits is None:
-            traits = DataTraits()
-            for _row, conv in _read_rows(dataset, 0)[0]:
-                traits.add(conv)
+        traits = traits if counted is None else counted
     if traits is not None:
         findings = in_context(findings, traits)
     sample = None
