@@ -5,7 +5,13 @@ The trainer calls ``tokenizer.apply_chat_template(messages, tools=..., tokenize=
 the per-call overhead: the template is compiled once (by transformers' own compiler, so the environment, globals
 and ``{% generation %}`` tracker are identical), conversations are rendered in batches, and the texts go through
 the fast tokenizer's batch encoder (Rust, parallel, GIL released). Rendering of the next batch overlaps the
-encoding of the current one; ``workers > 1`` spreads batches over processes.
+encoding of the current one; ``workers`` > 1 (or ``auto`` on a large input) hands batches to a pool of processes
+started once (``_Pool``). ``Measuring`` takes rows one at a time, so preflight measures in the pass that splits.
+
+Prefix masking renders every prefix of a conversation. A template that reads ``messages`` once, front to back,
+writes each prefix as the whole's first characters plus a closing text, so the whole is rendered once and the
+prefixes read off it (``_render_probed``), once the first rows showed it by rendering every prefix; each prefix's
+length is then read off the whole's piece layout (``PieceCounter.layout``) instead of encoding it.
 
 Counting only needs lengths, and the tokenizer encodes the text between added tokens piece by piece
 (``PieceCounter``), so the prefix-diff path counts each distinct piece once: the prompt it renders a second time,
@@ -42,6 +48,7 @@ import json
 import os
 import re
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -228,7 +235,9 @@ def _backend_of(tokenizer_or_loaded: Any) -> Any:
 class Measurer:
     """Renders and tokenizes batches of conversations; one per process."""
 
+    INCREMENTAL_CHECKS = 64  # prefixes rendered and compared before the whole's marks are trusted
     PIECE_TRACKED_SHARE = 0.5  # generation tags: pieces only when the first batch encodes at most this share
+    VERIFY_TEXTS = 256  # renders of aligned rows encoded whole on the first batch to check the piece lengths
 
     def __init__(self, spec: MeasureSpec, backend: Any = None):
         from tokenizers import Tokenizer
@@ -262,6 +271,12 @@ class Measurer:
         self._pieces = PieceCounter.build(backend) if spec.piece_cache else None
         self._pieces_verified = False
         self._eos_text = None if spec.eos_id is None else backend.id_to_token(spec.eos_id)
+        # incremental prefixes (``_render_probed``): None while the first rows check them, then True or False
+        self._incremental: bool | None = None if _reads_messages_in_order(spec) else False
+        self._tails: dict[
+            Any, str
+        ] = {}  # role of a prefix's last message -> the text the template closes with
+        self._checked_prefixes = 0
 
     def _mask_runs(self, enc: Any, spans: list[tuple[int, int]], text_len: int) -> list[tuple[int, int]]:
         """Token runs of transformers 5.18's ``assistant_masks`` for the generation spans."""
@@ -390,8 +405,12 @@ class Measurer:
     def _plan_exact(self, pos: int, messages: list[dict], tools: Any, rb: RenderedBatch) -> None:
         """Render every text the trainer renders for this row; ``count_batch`` encodes them and masks on ids."""
         tagged = self.mask_source == "generation_tags"
+        probe: _Probe | None = None
         if tagged:
             text, spans = trainer.with_system_fallback(lambda ms: self._render_tracked(ms, tools), messages)
+        elif self._incremental is not False and messages:
+            text, probe = self._render_probed(messages, tools)
+            spans = []
         else:
             text, spans = self._trainer_render(messages, tools), []
         roles = [m.get("role") for m in messages]
@@ -404,10 +423,16 @@ class Measurer:
             needed.update(assistants)
         plan = _ExactPlan(pos, roles, rb.add_exact(text, spans), {}, {})
         for k in sorted(needed):
+            guess = None if probe is None else self._predicted(probe, text, roles, k)
+            if guess is not None and self._incremental:
+                plan.prefixes[k] = rb.add_exact(guess)
+                continue
             try:
                 plan.prefixes[k] = rb.add_exact(self._trainer_render(messages[:k], tools))
             except Exception as err:  # noqa: BLE001 - raised again where the trainer would meet it
                 plan.prefixes[k] = err
+            if self._incremental is None and probe is not None:
+                self._learn(probe, text, roles, k, plan.prefixes[k], rb.exact_texts)
         if self.spec.mask_generation_prompt:
             for i in assistants:
                 try:
@@ -421,13 +446,78 @@ class Measurer:
             plan.aligned = self._align(plan, rb.exact_texts)
         rb.plans.append(plan)
 
+    # -- incremental prefixes: render the whole once, read each prefix render off it ------------------------
+    def _render_probed(self, messages: list[dict], tools: Any) -> tuple[str, _Probe | None]:
+        """The trainer's render of the whole, noting how much text was out when each message was first read.
+
+        A template that reads ``messages`` once, front to back (its only other reads: the first message, and
+        a tail slice such as ``messages[1:]``), writes ``messages[:k]``'s render as the whole's first characters up
+        to message ``k``'s mark, then its closing text (``tail``). Anything else it does with the list (a second
+        pass, its length, a look back or ahead, a reversed copy) marks the row unsafe, and its prefixes are
+        rendered.
+        """
+        if any(m.get("role") == "system" for m in messages):
+            try:
+                return self._render_probed_once(messages, tools)
+            except Exception as err:
+                if not trainer.is_system_unsupported(err):
+                    raise
+            # NeMoAutoTokenizer's system merge: the prefixes merge differently; render them
+            return trainer.with_system_fallback(lambda ms: self._render(ms, tools), messages), None
+        return self._render_probed_once(messages, tools)
+
+    def _render_probed_once(self, messages: list[dict], tools: Any) -> tuple[str, _Probe | None]:
+        trainer.with_system_fallback(lambda ms: None, messages)  # the trainer's checks before rendering
+        compiled = self._compiled if tools is None else self._compiled_tools
+        probe = _Probe()
+        chunks: list[str] = []
+        try:
+            for chunk in self._generate(compiled, _ProbedMessages(messages, probe), tools, False):
+                chunks.append(chunk)
+                probe.length += len(chunk)
+        except Exception:  # noqa: BLE001 - as Template.render
+            compiled.environment.handle_exception()
+        return "".join(chunks), (None if probe.unsafe or probe.passes != 1 else probe)
+
+    def _predicted(self, probe: _Probe, text: str, roles: list[str], k: int) -> str | None:
+        mark = probe.marks.get(k)
+        tail = self._tails.get(roles[k - 1]) if k >= 1 else None
+        if mark is None or tail is None:
+            return None
+        return text[:mark] + tail
+
+    def _learn(self, probe: _Probe, text: str, roles: list[str], k: int, got: Any, texts: list[str]) -> None:
+        """On the first rows: each prefix the template rendered, compared with what the whole's marks give; one
+        difference and prefixes are rendered for the rest of the run."""
+        mark = probe.marks.get(k)
+        if k < 1 or mark is None:
+            return
+        if isinstance(got, BaseException):  # the whole renders, this prefix does not: the marks cannot say so
+            self._incremental = False
+            return
+        real = texts[got]
+        if not real.startswith(text[:mark]):
+            self._incremental = False
+            return
+        tail = real[mark:]
+        known = self._tails.setdefault(roles[k - 1], tail)
+        if known != tail:
+            self._incremental = False
+            return
+        self._checked_prefixes += 1
+
+    def _end_of_first_batch(self) -> None:
+        if self._incremental is None and self._checked_prefixes >= self.INCREMENTAL_CHECKS:
+            self._incremental = True
+
     def _matches(self, text: str) -> list[tuple[int, int]]:
         assert self._pieces is not None and self._pieces._split is not None
         return [m.span() for m in self._pieces._split.finditer(text)]
 
-    def _cuts(self, text: str) -> tuple[set[int], list[tuple[int, int]]]:
+    def _cuts(self, text: str) -> _Cuts:
         matches = self._matches(text)
-        return {a for a, _ in matches}, matches
+        starts = [a for a, _ in matches]
+        return _Cuts(matches, starts, set(starts))
 
     def _align(self, plan: _ExactPlan, texts: list[str]) -> _Aligned | None:
         """Whether this row's renders provably tokenize as prefixes of one another, text (and one piece each)
@@ -448,7 +538,7 @@ class Measurer:
         full = texts[plan.full]
         full_cuts = self._cuts(full)
         eos = self._eos_text
-        al = _Aligned([], [])
+        al = _Aligned([], [], full_cuts.matches)
         trailing: set[int] = set()
         for k, t in plan.prefixes.items():
             p = texts[t]
@@ -462,8 +552,14 @@ class Measurer:
             if eos and p.endswith(eos):
                 b = len(p) - len(eos)
                 # b < n: a prefix longer than the whole fails the trainer's check, EOS or not
-                if 0 < b < len(full) and b in full_cuts[0] and full.startswith(p[:b]):
-                    if self._matches(p)[-1:] == [(b, len(p))]:
+                if 0 < b < len(full) and b in full_cuts.start_set and full.startswith(p[:b]):
+                    # the matches of ``p`` from the last one the whole has before ``b`` on (they agree before)
+                    i = bisect_left(full_cuts.starts, b) - 1
+                    q = full_cuts.matches[i][1] if i >= 0 else 0
+                    last = None
+                    for last in self._pieces._split.finditer(p, q):  # noqa: B007
+                        pass
+                    if last is not None and last.span() == (b, len(p)):
                         trailing.add(k)
                         continue
             return None
@@ -510,50 +606,87 @@ class Measurer:
                 rb.errors.append((i, r.code, r.message))
             except Exception as err:  # noqa: BLE001 - a template may raise anything; the row is reported
                 rb.errors.append((i, "template_render_error", _error_text(err)))
+        self._end_of_first_batch()
         return rb
 
     # -- tokenizing ---------------------------------------------------------------------------------------
     def _count_aligned(self, rb: RenderedBatch, plans: list[_ExactPlan]) -> dict[int, tuple[int, list, int]]:
         """Rows whose renders line up (``_align``): lengths from the piece counter, no full token ids. A row
-        whose prefix turns out not to be one on ids is left out (masked on full ids: the trainer raises)."""
-        used = sorted(
-            {
-                t
-                for p in plans
-                for t in (p.full, *p.prefixes.values(), *(j for js in p.prompts.values() for j in js))
-            }
-        )
-        lens = dict(zip(used, self._lengths([rb.exact_texts[t] for t in used]), strict=True))
+        whose prefix turns out not to be one on ids is left out (masked on full ids: the trainer raises).
+
+        Every render of an aligned row is the whole text's first characters (or those plus the EOS token), so
+        the whole text is laid out once (``PieceCounter.layout``: tokens up to each added-token boundary) and
+        each render's length read off it: at a boundary, the tokens before it; inside a piece, the tokens before
+        the piece plus the ids of the piece's cut part, which must be a prefix of the whole piece's ids. The
+        pieces a cut falls in are encoded to ids once, and their length serves the whole text's count too. On
+        the first batch every render is also encoded whole and the lengths compared: any difference switches
+        the piece counter off for the run.
+        """
         pieces = self._pieces
         if pieces is None:  # the piece counter disagreed with the tokenizer on its first batch: no proof
             return {}
-        # one short encoding per cut inside a piece: is the cut part's ids a prefix of the whole piece's?
-        work = [(p, e) for p in plans for e in p.aligned.edges]  # type: ignore[union-attr]
-        holds: list[bool] = [True] * len(work)
-        for first in (True, False):
-            idx = [w for w, (_, e) in enumerate(work) if (e[3][0] == 0) is first]
-            if not idx:
-                continue
-            texts = []
-            for w in idx:
-                _, (_, _, t, (a, end, b)) = work[w]
-                ref = rb.exact_texts[t]
-                texts += [ref[a:end], ref[a:b]]
-            encs = (pieces._first if first else pieces._rest).encode_batch(texts, add_special_tokens=False)
-            for n, w in enumerate(idx):
-                part, whole = encs[2 * n].ids, encs[2 * n + 1].ids
-                holds[w] = whole[: len(part)] == part
-        out: dict[int, tuple[int, list, int]] = {}
-        at = 0
+        texts = rb.exact_texts
+        # (plan, text index, character end in the whole, +1 for a trailing EOS) of every render to measure
+        wants: list[list[tuple[int, int, int]]] = []
+        cut_starts: list[set[int]] = []
         for p in plans:
-            edges = p.aligned.edges  # type: ignore[union-attr]
-            ok = holds[at : at + len(edges)]
-            at += len(edges)
-            if not all(h for (kind, *_), h in zip(edges, ok, strict=True) if kind == "prefix"):
-                continue
-            failed = {k for (kind, k, *_), h in zip(edges, ok, strict=True) if kind != "prefix" and not h}
-            n = lens[p.full]
+            full = texts[p.full]
+            ends = []
+            for t in (*p.prefixes.values(), *(j for _, j in p.aligned.prompts)):  # type: ignore[union-attr]
+                x = texts[t]
+                if full.startswith(x):
+                    ends.append((t, len(x), 0))
+                else:  # a prefix plus the EOS token (``_align`` checked the shape)
+                    ends.append((t, len(x) - len(self._eos_text or ""), 1))
+            wants.append(ends)
+            cut_starts.append({e[3][0] for e in p.aligned.edges if e[0] != "base"})  # type: ignore[union-attr]
+        layouts = pieces.layout(
+            [texts[p.full] for p in plans],
+            cut_starts,
+            [p.aligned.matches for p in plans],  # type: ignore[union-attr]
+        )
+        parts_first: list[str] = []
+        parts_rest: list[str] = []
+        where: list[
+            list[tuple[int, Any]]
+        ] = []  # per plan: (text index, (cum before, first?, part index) | n)
+        for p, ends, lay in zip(plans, wants, layouts, strict=True):
+            got: list[tuple[int, Any]] = []
+            for t, end, extra in ends:
+                at = lay.bounds.get(end)
+                if at is not None:
+                    got.append((t, at + extra))
+                    continue
+                a = lay.piece_start(end)
+                part = texts[p.full][a:end]
+                if a == 0:
+                    got.append((t, (lay.bounds[a], True, len(parts_first), a, extra)))
+                    parts_first.append(part)
+                else:
+                    got.append((t, (lay.bounds[a], False, len(parts_rest), a, extra)))
+                    parts_rest.append(part)
+            where.append(got)
+        enc_first = pieces.ids_of(parts_first, first=True)
+        enc_rest = pieces.ids_of(parts_rest, first=False)
+        out: dict[int, tuple[int, list, int]] = {}
+        check: list[tuple[int, int]] = []  # (text index, length) to compare on the first batch
+        for p, got, lay in zip(plans, where, layouts, strict=True):
+            n = lay.total
+            lens = {p.full: n}
+            proven = {p.full: True}
+            for t, v in got:
+                if isinstance(v, int):
+                    lens[t], proven[t] = v, True
+                    continue
+                before, first, k, a, extra = v
+                part = (enc_first if first else enc_rest)[k]
+                whole = lay.cut_ids.get(a)
+                lens[t] = before + len(part) + extra
+                proven[t] = whole is not None and whole[: len(part)] == part
+            check += lens.items()
             length = {k: lens[t] for k, t in p.prefixes.items()}
+            if not all(proven[t] for t in p.prefixes.values()):
+                continue
             length[len(p.roles)] = n
             mask = bytearray(n)
             for i, role in enumerate(p.roles):
@@ -562,14 +695,27 @@ class Measurer:
                     if hi > lo:
                         mask[lo:hi] = b"\x01" * (hi - lo)
             matched: dict[int, int] = {}
-            for k, (i, j) in enumerate(p.aligned.prompts):  # type: ignore[union-attr]
-                if k not in failed:
+            for i, j in p.aligned.prompts:  # type: ignore[union-attr]
+                # the base's ids are a prefix of the whole's (every prefix is proven here), so the trainer
+                # removes the block exactly when the prompted render's ids are a prefix of the whole's too
+                if proven[j]:
                     matched[i] = max(matched.get(i, 0), lens[j] - length[i])
             for i, m in matched.items():
                 lo, hi = length[i], min(length[i] + m, n)
                 if hi > lo:
                     mask[lo:hi] = bytes(hi - lo)
-            out[p.pos] = (n, trainer.mask_runs(mask), NO_LIMIT)
+            out[p.pos] = (n, _byte_runs(mask), NO_LIMIT)
+        if not self._pieces_verified:
+            # the first rows' renders, encoded whole: enough to catch a tokenizer the pieces do not reproduce
+            idx = [t for t, _ in check[: self.VERIFY_TEXTS]]
+            check = check[: self.VERIFY_TEXTS]
+            encs = self._backend.encode_batch_fast([texts[t] for t in idx], add_special_tokens=False)
+            direct = [len(e) for e in encs]
+            if direct == [n for _, n in check]:
+                self._pieces_verified = True
+            else:
+                self._pieces = None
+                return {}
         return out
 
     def _count_exact(self, rb: RenderedBatch) -> dict[int, tuple[int, list[tuple[int, int]], int]]:
@@ -710,23 +856,136 @@ class _Aligned:
     # render, (piece start, cut, piece end))
     edges: list[tuple[str, int | None, int, tuple[int, int, int]]]
     prompts: list[tuple[int, int]]  # (assistant index, text index of one of its generation prompts)
+    matches: list[tuple[int, int]]  # the whole text's added-token matches
 
 
-def _cut_at(
-    cuts: tuple[set[int], list[tuple[int, int]]], n: int, end: int
-) -> tuple[int, int, int] | bool | None:
+class _Probe:
+    """What a probed render saw: text out so far, and the length out when each message was first read."""
+
+    __slots__ = ("length", "marks", "passes", "unsafe")
+
+    def __init__(self) -> None:
+        self.length = 0
+        self.marks: dict[int, int] = {}
+        self.passes = 0
+        self.unsafe = False
+
+
+class _ProbedMessages(list):
+    """The messages list a probed render reads: notes each first read of a message during the one pass."""
+
+    def __init__(self, items: Iterable[dict], probe: _Probe, offset: int = 0):
+        super().__init__(items)
+        self._probe = probe
+        self._offset = offset
+
+    def __iter__(self):
+        probe, off = self._probe, self._offset
+        probe.passes += 1
+        marks = probe.marks
+        for i, m in enumerate(list.__iter__(self)):
+            marks.setdefault(off + i, probe.length)
+            yield m
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start = key.start or 0
+            if key.stop is None and key.step in (None, 1) and start >= 0:
+                return _ProbedMessages(list.__getitem__(self, key), self._probe, self._offset + start)
+        elif isinstance(key, int) and self._offset + key == 0:
+            return list.__getitem__(self, key)
+        self._probe.unsafe = True
+        return list.__getitem__(self, key)
+
+    def _unsafe(name: str):  # noqa: N805 - builds methods
+        def method(self, *args):
+            self._probe.unsafe = True
+            return getattr(list, name)(self, *args)
+
+        return method
+
+    __len__ = _unsafe("__len__")
+    __reversed__ = _unsafe("__reversed__")
+    __contains__ = _unsafe("__contains__")
+    index = _unsafe("index")
+    count = _unsafe("count")
+    copy = _unsafe("copy")
+    del _unsafe
+
+    def __bool__(self) -> bool:  # ``{% if messages %}``: true for every prefix rendered this way (k >= 1)
+        return list.__len__(self) > 0
+
+
+_PEEKS = {"last", "length", "revindex", "revindex0", "nextitem"}
+
+
+def _reads_messages_in_order(spec: MeasureSpec) -> bool:
+    """False when a template asks a loop for what comes next (``loop.last`` and kin read ahead), which would
+    move the marks ``_render_probed`` takes; everything else it does with ``messages`` is checked per row."""
+    import jinja2
+    from jinja2 import nodes
+
+    env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do"])
+    for source in {spec.template, spec.tools_template}:
+        try:
+            tree = env.parse(source)
+        except Exception:  # noqa: BLE001 - a template jinja cannot parse here: render everything
+            return False
+        for node in tree.find_all(nodes.Getattr):
+            if isinstance(node.node, nodes.Name) and node.node.name == "loop" and node.attr in _PEEKS:
+                return False
+        for node in tree.find_all(nodes.Getitem):
+            if isinstance(node.node, nodes.Name) and node.node.name == "loop":
+                return False
+    return True
+
+
+@dataclass
+class _Layout:
+    """A text's tokens up to each added-token boundary (``PieceCounter.layout``)."""
+
+    total: int
+    bounds: dict[int, int]  # character position of a boundary -> tokens before it
+    starts: list[int]  # start of every piece, ascending
+    cut_ids: dict[int, list[int]]  # piece start -> ids, for the pieces a shorter render ends inside
+
+    def piece_start(self, end: int) -> int:
+        return self.starts[bisect_right(self.starts, end) - 1]
+
+
+def _byte_runs(mask: bytearray) -> list[tuple[int, int]]:
+    """``trainer.mask_runs`` for a 0/1 bytearray, at C speed: runs of 1 from position 1 on."""
+    runs: list[tuple[int, int]] = []
+    n = len(mask)
+    i = mask.find(1, 1)
+    while i != -1:
+        j = mask.find(0, i)
+        if j == -1:
+            j = n
+        runs.append((i, j))
+        i = mask.find(1, j)
+    return runs
+
+
+@dataclass
+class _Cuts:
+    """A text's added-token matches, for ``_cut_at``."""
+
+    matches: list[tuple[int, int]]
+    starts: list[int]
+    start_set: set[int]
+
+
+def _cut_at(cuts: _Cuts, n: int, end: int) -> tuple[int, int, int] | bool | None:
     """Where a shorter render ending at ``end`` cuts a longer one: None at an added-token boundary (or the end),
     False inside an added token, else the piece ``(start, end, piece end)`` it cuts."""
-    starts, matches = cuts
-    if end == n or end in starts:
+    if end == n or end in cuts.start_set:
         return None
-    if any(a < end < b for a, b in matches):
+    i = bisect_left(cuts.starts, end) - 1  # the last match starting before the cut (matches do not overlap)
+    if i >= 0 and cuts.matches[i][1] > end:
         return False
-    return (
-        max((b for _, b in matches if b <= end), default=0),
-        end,
-        min((a for a in starts if a > end), default=n),
-    )
+    nxt = cuts.starts[i + 1] if i + 1 < len(cuts.starts) else n
+    return (cuts.matches[i][1] if i >= 0 else 0, end, nxt)
 
 
 @dataclass
@@ -824,6 +1083,7 @@ class PieceCounter:
 
     MAX_PIECE_CHARS = 256  # longer pieces (mostly one row's own text) are deduplicated within a call only
     MAX_CACHED_CHARS = 4_000_000
+    MAX_CACHED_IDS = 4096
 
     def __init__(self, split_re: re.Pattern | None, first: Any, rest: Any):
         self._split = split_re
@@ -832,6 +1092,8 @@ class PieceCounter:
         self._cache_first: dict[str, int] = {}
         self._cache_rest: dict[str, int] = {}
         self._cached_chars = 0
+        self._ids_first: dict[str, list[int]] = {}  # short cut parts ("assistant\n") -> ids
+        self._ids_rest: dict[str, list[int]] = {}
         self.last_encoded_chars = 0  # characters ``count_tracked`` sent to the tokenizer on its last call
 
     @classmethod
@@ -871,11 +1133,103 @@ class PieceCounter:
             rest.pre_tokenizer = holder.pre_tokenizer
         return cls(split_re, backend, rest)
 
-    def count(self, texts: list[str]) -> list[int]:
+    def layout(
+        self, texts: list[str], cut_starts: list[set[int]], matches: list[list[tuple[int, int]]] | None = None
+    ) -> list[_Layout]:
+        """Per text: the tokens before each added-token boundary, and the ids of the pieces starting at
+        ``cut_starts`` (pieces a shorter render ends inside). Those are encoded to ids once, and their lengths
+        count towards the total; every other piece is counted through the cache as ``count`` does."""
+        self._trim()
+        assert self._split is not None
+        finditer = self._split.finditer
+        cf, cr = self._cache_first, self._cache_rest
+        todo_first: dict[str, None] = {}
+        todo_rest: dict[str, None] = {}
+        cut_first: list[str] = []
+        cut_rest: list[str] = []
+        plans = []
+        if matches is None:
+            matches = [[m.span() for m in finditer(t)] for t in texts]
+        for text, cuts, spans in zip(texts, cut_starts, matches, strict=True):
+            segs: list[tuple[int, int, Any]] = []  # (start, end, None: added token | piece | index in cut_*)
+            pos = 0
+            for m in (*spans, None):
+                e = m[0] if m is not None else len(text)
+                if e > pos:
+                    piece = text[pos:e]
+                    if pos in cuts:
+                        lst = cut_first if pos == 0 else cut_rest
+                        segs.append((pos, e, len(lst)))
+                        lst.append(piece)
+                    else:
+                        segs.append((pos, e, piece))
+                        if pos == 0:
+                            if piece not in cf:
+                                todo_first[piece] = None
+                        elif piece not in cr:
+                            todo_rest[piece] = None
+                if m is None:
+                    break
+                segs.append((e, m[1], None))
+                pos = m[1]
+            plans.append(segs)
+        tmp_first: dict[str, int] = {}
+        tmp_rest: dict[str, int] = {}
+        if todo_first:
+            self._fill(list(todo_first), self._first, cf, tmp_first)
+        if todo_rest:
+            self._fill(list(todo_rest), self._rest, cr, tmp_rest)
+        ids_first = self.ids_of(cut_first, first=True)
+        ids_rest = self.ids_of(cut_rest, first=False)
+        out = []
+        for segs in plans:
+            bounds = {0: 0}
+            cut_ids: dict[int, list[int]] = {}
+            starts = []
+            n = 0
+            for a, b, v in segs:
+                bounds[a] = n
+                if v is None:
+                    n += 1
+                    continue
+                starts.append(a)
+                if isinstance(v, int):
+                    ids = (ids_first if a == 0 else ids_rest)[v]
+                    cut_ids[a] = ids
+                    n += len(ids)
+                elif a == 0:
+                    n += cf[v] if v in cf else tmp_first[v]
+                else:
+                    n += cr[v] if v in cr else tmp_rest[v]
+                bounds[b] = n
+            out.append(_Layout(n, bounds, starts, cut_ids))
+        return out
+
+    def ids_of(self, texts: list[str], *, first: bool) -> list[list[int]]:
+        """Token ids of pieces (no added tokens inside), at the start of a text (``first``) or after one."""
+        if not texts:
+            return []
+        cache = self._ids_first if first else self._ids_rest
+        todo = list({t: None for t in texts if t not in cache})
+        if todo:
+            tok = self._first if first else self._rest
+            encs = tok.encode_batch_fast(todo, add_special_tokens=False)
+            fresh = dict(zip(todo, (e.ids for e in encs), strict=True))
+            for t, ids in fresh.items():
+                if len(t) <= self.MAX_PIECE_CHARS and len(cache) < self.MAX_CACHED_IDS:
+                    cache[t] = ids
+        else:
+            fresh = {}
+        return [cache[t] if t in cache else fresh[t] for t in texts]
+
+    def _trim(self) -> None:
         if self._cached_chars > self.MAX_CACHED_CHARS:
             self._cache_first.clear()
             self._cache_rest.clear()
             self._cached_chars = 0
+
+    def count(self, texts: list[str]) -> list[int]:
+        self._trim()
         split = self._split.split if self._split is not None else (lambda t: [t])
         cf, cr = self._cache_first, self._cache_rest
         tmp_first: dict[str, int] = {}
@@ -921,10 +1275,7 @@ class PieceCounter:
         the same rule on its matched characters; when the match took surrounding whitespace (lstrip/rstrip)
         and a span edge falls on it, the text is left to the caller.
         """
-        if self._cached_chars > self.MAX_CACHED_CHARS:
-            self._cache_first.clear()
-            self._cache_rest.clear()
-            self._cached_chars = 0
+        self._trim()
         cf, cr = self._cache_first, self._cache_rest
         todo_first: dict[str, None] = {}
         todo_rest: dict[str, None] = {}
@@ -1065,7 +1416,19 @@ _WORKER: Measurer | None = None
 
 def _worker_init(spec: MeasureSpec) -> None:
     global _WORKER
+    import signal
+
+    # Ctrl-C goes to the whole process group: the parent answers it (exit 130) and stops the pool; a worker
+    # printing its own KeyboardInterrupt traceback would only bury that message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # One encoding thread per worker, so processes x threads does not oversubscribe the cores (the rayon pool
+    # starts on first use, after this).
+    os.environ["RAYON_NUM_THREADS"] = "1"
     _WORKER = Measurer(spec)
+
+
+def _worker_ready() -> bool:
+    return _WORKER is not None
 
 
 def _worker_measure(convs: list[dict]) -> BatchCounts:
@@ -1131,12 +1494,34 @@ class Collector:
         )
 
 
+AUTO_POOL_ROWS = 20_000  # --workers auto: one process up to here (a pool does not pay off below it)
+WORKER_BATCH_ROWS = 1024  # rows handed to a worker at a time: fewer, larger messages
+
+
+def available_cores() -> int:
+    """The cores this process may run on (CPU affinity, cgroup-pinned containers), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | str) -> int:
+    """``auto`` (or 0) -> 0, the auto mode of ``measure_conversations``; a number -> itself (at least 1)."""
+    if workers in ("auto", 0, "0"):
+        return 0 if available_cores() > 1 else 1
+    n = int(workers)
+    if n < 1:
+        raise ValueError(f"workers must be at least 1 or 'auto', not {workers!r}")
+    return n
+
+
 def measure_conversations(
     conversations: Iterable[tuple[int, dict]],
     tokenizer_or_loaded: Any,
     *,
     mask_generation_prompt: bool = False,
-    workers: int = 1,
+    workers: int | str = 1,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     progress: Callable[[int], None] | None = None,
     piece_cache: bool = True,
@@ -1144,66 +1529,187 @@ def measure_conversations(
     """Measure every (row number, conversation); ``progress(n)`` is called with the rows done per batch.
 
     ``mask_generation_prompt``: ChatDataset's option of that name (the recipe's ``dataset`` section).
+    ``workers``: 1 measures in this process (rendering here while a thread encodes); N > 1 hands batches to a
+    pool of N processes, measuring here until the pool is up so its start costs nothing; ``"auto"`` measures
+    here and brings in a pool of one process per core once the input passes ``AUTO_POOL_ROWS`` rows.
     """
-    portable = workers > 1  # worker processes rebuild the tokenizer from the spec
-    spec = make_spec(
+    with Measuring(
         tokenizer_or_loaded,
         mask_generation_prompt=mask_generation_prompt,
+        workers=workers,
+        batch_rows=batch_rows,
+        progress=progress,
         piece_cache=piece_cache,
-        portable=portable,
-    )
-    backend = _backend_of(tokenizer_or_loaded)
-    col = Collector()
-    batches = batched(conversations, max(1, batch_rows))
-    if workers <= 1:
-        _measure_inline(Measurer(spec, backend), batches, col, progress)
-    else:
-        _measure_processes(spec, batches, col, progress, workers)
-    return col.result(spec.mask_source)
+    ) as m:
+        for row, conv in conversations:
+            m.add(row, conv)
+        return m.result()
 
 
-def _measure_inline(m: Measurer, batches, col: Collector, progress) -> None:
-    # Encoding releases the GIL: render batch k+1 here while a thread encodes batch k.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: tuple[list[int], Future] | None = None
-        for rows, convs in batches:
-            fut = pool.submit(m.count_batch, m.render_batch(convs))
-            if pending is not None:
-                _finish(col, pending, progress)
-            pending = (rows, fut)
-        if pending is not None:
-            _finish(col, pending, progress)
+class Measuring:
+    """``measure_conversations`` fed one row at a time, so a pass that does other work with each row (preflight
+    writing its split) measures in the same pass: ``add(row, conv)`` as rows come, ``result()`` at the end.
+
+    Batches in input order are rendered here (a thread encodes, releasing the GIL, while the next renders) or,
+    once the pool has a worker ready, handed to the pool in chunks; results are taken in order.
+    """
+
+    def __init__(
+        self,
+        tokenizer_or_loaded: Any,
+        *,
+        mask_generation_prompt: bool = False,
+        workers: int | str = 1,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        progress: Callable[[int], None] | None = None,
+        piece_cache: bool = True,
+    ):
+        n = resolve_workers(workers)
+        self.spec = make_spec(
+            tokenizer_or_loaded,
+            mask_generation_prompt=mask_generation_prompt,
+            piece_cache=piece_cache,
+            portable=n != 1,  # worker processes rebuild the tokenizer from the spec
+        )
+        self._here = Measurer(self.spec, _backend_of(tokenizer_or_loaded))
+        self._pool = (
+            None
+            if n == 1
+            else _Pool(self.spec, n or available_cores(), start_after=AUTO_POOL_ROWS // 2 if n == 0 else 0)
+        )
+        self._col = Collector()
+        self._progress = progress
+        self._batch_rows = max(1, batch_rows)
+        self._rows: list[int] = []
+        self._convs: list[dict] = []
+        self._chunk_rows: list[int] = []
+        self._chunk: list[dict] = []
+        # (rows, their counts to come, the conversations when a worker measures them: redone here if it dies)
+        self._pending: deque[tuple[list[int], Future, list[dict] | None]] = deque()
+        self._limit = 2 if self._pool is None else 2 * self._pool.workers + 2
+        self._thread = ThreadPoolExecutor(max_workers=1)
+
+    def __enter__(self) -> Measuring:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+    def add(self, row: int, conv: dict) -> None:
+        self._rows.append(row)
+        self._convs.append(conv)
+        if len(self._convs) >= self._batch_rows:
+            self._dispatch()
+
+    def result(self) -> TokenCounts:
+        """Every row added, measured, in the order added."""
+        if self._convs:
+            self._dispatch()
+        if self._chunk:
+            self._submit_chunk()
+        while self._pending:
+            self._finish()
+        return self._col.result(self.spec.mask_source)
+
+    def _dispatch(self) -> None:
+        rows, convs = self._rows, self._convs
+        self._rows, self._convs = [], []
+        pool = self._pool
+        if pool is not None and pool.serving(len(rows)):
+            self._chunk_rows += rows
+            self._chunk += convs
+            if len(self._chunk) < WORKER_BATCH_ROWS:
+                return
+            self._submit_chunk()
+        else:
+            here = self._here
+            self._pending.append(
+                (rows, self._thread.submit(here.count_batch, here.render_batch(convs)), None)
+            )
+        while len(self._pending) > self._limit or (self._pending and self._pending[0][1].done()):
+            self._finish()
+
+    def _submit_chunk(self) -> None:
+        assert self._pool is not None
+        chunk = self._chunk
+        self._pending.append((self._chunk_rows, self._pool.submit(chunk), chunk))
+        self._chunk_rows, self._chunk = [], []
+
+    def _finish(self) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        rows, fut, convs = self._pending.popleft()
+        try:
+            got = fut.result()
+        except BrokenProcessPool:
+            # A worker died (the OOM killer, a signal): its chunks are measured here instead, and so is the rest.
+            assert convs is not None
+            self._pool = None
+            got = self._here.count_batch(self._here.render_batch(convs))
+        n = self._col.add(rows, got)
+        if self._progress is not None:
+            self._progress(n)
 
 
-def _finish(col: Collector, pending: tuple[list[int], Future], progress) -> None:
-    rows, fut = pending
-    n = col.add(rows, fut.result())
-    if progress is not None:
-        progress(n)
+class _Pool:
+    """Worker processes for one spec, kept for the life of this process (a second measure with the same
+    tokenizer reuses them). forkserver where the platform has it: the server imports dataprep, jinja2 and
+    tokenizers once and each worker is a fork of it, so a worker is up in well under a second (spawn re-imports
+    everything per worker: about 2 s each). Never plain fork: the parent may already run threads (the
+    tokenizers pool, a reader), which a fork does not carry over safely."""
+
+    _current: tuple[bytes, int, Any] | None = None  # (spec digest, workers, executor)
+
+    def __init__(self, spec: MeasureSpec, workers: int, start_after: int = 0):
+        self.spec = spec
+        self.workers = workers
+        self._start_after = start_after
+        self._seen = 0
+        self._executor: Any = None
+        self._ready: list[Future] = []
+
+    def serving(self, rows: int) -> bool:
+        """Whether to hand the next rows to the pool (it starts once ``start_after`` rows went by here)."""
+        if self._executor is None:
+            if self._seen < self._start_after:
+                self._seen += rows
+                return False
+            self._start()
+        return any(f.done() for f in self._ready)
+
+    def submit(self, convs: list[dict]) -> Future:
+        return self._executor.submit(_worker_measure, convs)
+
+    def _start(self) -> None:
+        import hashlib
+        import pickle
+
+        key = hashlib.sha1(pickle.dumps(self.spec)).digest()
+        cur = _Pool._current
+        if cur is not None and cur[:2] == (key, self.workers) and not getattr(cur[2], "_broken", False):
+            self._executor = cur[2]
+        else:
+            if cur is not None:
+                cur[2].shutdown(wait=False, cancel_futures=True)
+            self._executor = _new_executor(self.spec, self.workers)
+            _Pool._current = (key, self.workers, self._executor)
+        self._ready = [self._executor.submit(_worker_ready) for _ in range(self.workers)]
 
 
-def _measure_processes(spec: MeasureSpec, batches, col: Collector, progress, workers: int) -> None:
+def _new_executor(spec: MeasureSpec, workers: int) -> Any:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    # spawn, not fork: the parent may already run the tokenizers thread pool, which does not survive a fork.
-    # Each worker encodes with one thread so processes x threads does not oversubscribe the cores.
-    env_before = os.environ.get("RAYON_NUM_THREADS")
-    os.environ["RAYON_NUM_THREADS"] = "1"
-    try:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(
+            ["dataprep.measure", "dataprep.trainer", "transformers.utils.chat_template_utils"]
+        )
+    else:
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(spec,)
-        ) as pool:
-            in_flight: list[tuple[list[int], Future]] = []
-            for rows, convs in batches:
-                in_flight.append((rows, pool.submit(_worker_measure, convs)))
-                if len(in_flight) >= 2 * workers:
-                    _finish(col, in_flight.pop(0), progress)
-            while in_flight:
-                _finish(col, in_flight.pop(0), progress)
-    finally:
-        if env_before is None:
-            os.environ.pop("RAYON_NUM_THREADS", None)
-        else:
-            os.environ["RAYON_NUM_THREADS"] = env_before
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(spec,)
+    )

@@ -218,11 +218,75 @@ def test_count_naive_matches_the_batched_path(convs, gen_tok):
     )
 
 
-def test_worker_processes_give_the_same_counts(convs, gen_tok):
-    one = measured(convs, gen_tok)
-    two = measured(convs, gen_tok, workers=2)
-    for name in ("rows", "total", "supervised", "turns", "run_row", "run_start", "run_end"):
+def _pool_from_the_start(monkeypatch) -> list:
+    """Make the pool take every batch: wait for its workers instead of measuring here meanwhile."""
+    from concurrent.futures import wait
+
+    from dataprep import measure
+
+    used = []
+    real = measure._Pool.serving
+
+    def serving(self, rows):
+        real(self, rows)
+        if self._executor is not None:
+            wait(self._ready)
+            used.append(rows)
+        return self._executor is not None
+
+    monkeypatch.setattr(measure._Pool, "serving", serving)
+    return used
+
+
+@pytest.mark.parametrize("name", ["chatml-gen", "chatml"])
+def test_worker_processes_give_the_same_counts(name, convs, monkeypatch):
+    loaded = load_tokenizer(str(MODELS / name))
+    if name == "chatml":
+        loaded = load_tokenizer(str(MODELS / name), chat_template=_untagged(loaded.template))
+    one = measured(convs, loaded)
+    used = _pool_from_the_start(monkeypatch)
+    two = measured(convs, loaded, workers=2)
+    assert sum(used) == len(convs)  # every row went to the workers
+    for name in (
+        "rows",
+        "total",
+        "supervised",
+        "turns",
+        "run_row",
+        "run_start",
+        "run_end",
+        "unmaskable_from",
+    ):
         assert getattr(one, name).tolist() == getattr(two, name).tolist(), name
+    assert one.rejected == two.rejected
+
+
+def test_auto_workers_measure_here_below_the_threshold_and_bring_in_the_pool_above(convs, monkeypatch):
+    from dataprep import measure
+
+    loaded = load_tokenizer(str(MODELS / "chatml-gen"))
+    one = measured(convs, loaded)
+    monkeypatch.setattr(measure, "available_cores", lambda: 2)
+    started = []
+    real_start = measure._Pool._start
+    monkeypatch.setattr(measure._Pool, "_start", lambda self: started.append(1) or real_start(self))
+    small = measured(convs, loaded, workers="auto")
+    assert not started  # 120 rows: no pool
+    monkeypatch.setattr(measure, "AUTO_POOL_ROWS", 64)
+    used = _pool_from_the_start(monkeypatch)
+    big = measured(convs, loaded, workers="auto")
+    assert started and 0 < sum(used) < len(convs)  # the first rows here, the rest in the pool
+    for counts in (small, big):
+        assert counts.total.tolist() == one.total.tolist()
+        assert counts.supervised.tolist() == one.supervised.tolist()
+
+
+def test_workers_must_be_a_count_or_auto():
+    from dataprep.measure import resolve_workers
+
+    assert resolve_workers(3) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        resolve_workers(-1)
 
 
 def test_counts_are_compact_int32(convs, gen_tok):
@@ -372,3 +436,33 @@ def test_aligned_shortcut_on_real_tokenizers(real_dir, mgp, monkeypatch):
             exact = measure_conversations(convs, loaded, mask_generation_prompt=mgp)
         for field in ("rows", "total", "supervised", "run_start", "run_end", "unmaskable_from"):
             assert getattr(fast, field).tolist() == getattr(exact, field).tolist(), (folder.name, field)
+
+
+def test_a_worker_that_dies_costs_time_not_counts(convs, monkeypatch):
+    """A worker killed mid-run (the OOM killer): its chunks and the rest are measured in this process."""
+    import os
+    import signal
+    from concurrent.futures import wait
+
+    from dataprep import measure
+
+    loaded = load_tokenizer(str(MODELS / "chatml-gen"))
+    one = measured(convs, loaded)
+    real = measure._Pool.serving
+    killed = []
+
+    def serving(self, rows):
+        real(self, rows)
+        wait(self._ready)
+        if not killed:
+            pid = next(iter(self._executor._processes))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        return True
+
+    monkeypatch.setattr(measure._Pool, "serving", serving)
+    monkeypatch.setattr(measure, "WORKER_BATCH_ROWS", 32)
+    two = measured(convs, loaded, workers=3)
+    assert killed
+    for name in ("rows", "total", "supervised", "turns", "run_row", "run_start", "run_end"):
+        assert getattr(one, name).tolist() == getattr(two, name).tolist(), name
