@@ -91,7 +91,7 @@ class PreflightOptions:
     seq_lengths: tuple[int, ...] = DEFAULT_SEQ_LENGTHS
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     sample: int | None = None
-    workers: int = 1
+    workers: int | str = "auto"  # measure_conversations' workers: a number, or auto
     # plan (passed to make_plan by name when it accepts them)
     seq_length: int | None = None
     max_tokens: int | None = None  # rows longer go to rejects as too_long
@@ -139,8 +139,8 @@ class PreflightOptions:
             )
         if self.sample is not None and self.sample <= 0:
             raise UsageError(f"--sample {self.sample}: must be positive", hint="e.g. --sample 10000")
-        if self.workers < 1:
-            raise UsageError(f"--workers {self.workers}: at least one", hint="e.g. --workers 4")
+        if self.workers != "auto" and (not isinstance(self.workers, int) or self.workers < 1):
+            raise UsageError(f"--workers {self.workers}: at least one, or auto", hint="e.g. --workers 4")
         if any(v <= 0 for v in (*self.seq_lengths, *self.batch_sizes)):
             raise UsageError("--seq-lengths and --batch-sizes take positive integers")
         check_fraction(self.val_fraction)
@@ -343,6 +343,12 @@ class _Run:
         self.row_index: dict[str, Any] = {}
         self.detection: dict[str, Any] | None = None
         self.loaded = None
+        self._tokenizer_error: DataprepError | None = None
+        # measured as the split streams (``_measured``): the counts, the quality lint and check-template's rows
+        self.measuring: Any = None
+        self.lint: Any = None
+        self.counts_pass: Any = None
+        self.first_rows: list[tuple[int, dict]] = []
         self.stats_dict: dict[str, Any] | None = None
         self.plan = None
         self.plan_dict: dict[str, Any] | None = None
@@ -501,11 +507,12 @@ class _Run:
                 own_validation=bool(self.o.validation),
             )
         error: DataprepError | None = None
+        self._start_measuring()
         with atomic_write(rej_path) as rfh:
             rejects = _Rejects(rfh)
             try:
                 convs = self._conversations(rejects, counters)
-                valid = self._validated(convs, rejects, counters)
+                valid = self._measured(self._validated(convs, rejects, counters), keep_first=True)
                 self.split = split_conversations(
                     valid,
                     self.paths["train"],
@@ -518,10 +525,15 @@ class _Run:
                 )
                 if self.o.validation:
                     self._own_validation(rejects)
+                if self.measuring is not None:
+                    self.counts_pass = self.measuring.result()
             except OutputNotWritable:
                 raise  # inside the rejects file's block, so that it goes too: no partial outputs
             except DataprepError as err:  # a whole-input problem: unknown schema, preference data...
                 error = err
+            finally:
+                if self.measuring is not None:
+                    self.measuring.close()
         if error is not None:
             self._fail("normalize", error)
         n_in = counters["rows_in"]
@@ -600,7 +612,7 @@ class _Run:
             def reject(r: Any) -> None:
                 rejects.add("validate", r.row, r.code, f"{path} row {r.row}: {r.message}", r.record)
 
-            for row, conv in iter_conversations(path, on_reject=reject):
+            for row, conv in self._measured(iter_conversations(path, on_reject=reject)):
                 problems = validate_conversation(conv)
                 if problems:
                     rejects.add(
@@ -689,13 +701,52 @@ class _Run:
             self.traits.add(conv)
             yield row, conv
 
-    def check_template(self) -> None:
+    def _load_tokenizer(self) -> None:
         from .tokenizer import load_tokenizer
 
-        source = self.o.tokenizer or self.o.model
-        self.loaded = load_tokenizer(
-            source, chat_template=self.o.chat_template, allow_download=self.o.allow_download
+        if self.loaded is None:
+            source = self.o.tokenizer or self.o.model
+            self.loaded = load_tokenizer(
+                source, chat_template=self.o.chat_template, allow_download=self.o.allow_download
+            )
+
+    def _start_measuring(self) -> None:
+        """Load the tokenizer before the pass, so the rows are measured as they stream into the split (one read
+        of the input; the written files are not read back). A tokenizer that does not load is check-template's
+        finding, reported in its step; then nothing is measured here."""
+        try:
+            self._load_tokenizer()
+        except DataprepError as err:
+            self._tokenizer_error = err
+            return
+        if self.loaded.template is None or self.o.sample is not None:
+            return  # no template: check-template stops the run; --sample: stats draws its sample afterwards
+        from .measure import Measuring
+        from .quality import QualityLint
+
+        self.lint = QualityLint()
+        self.measuring = Measuring(
+            self.loaded, mask_generation_prompt=self.mask_generation_prompt, workers=self.o.workers
         )
+
+    def _measured(
+        self, items: Iterable[tuple[int, dict]], keep_first: bool = False
+    ) -> Iterator[tuple[int, dict]]:
+        """The rows, measured (and linted) on their way to the split; the first ones kept for check-template."""
+        m, lint, first = self.measuring, self.lint, self.first_rows
+        for row, conv in items:
+            if keep_first and len(first) < TEMPLATE_SAMPLE:
+                first.append((row, conv))
+            if m is not None:
+                lint.add(row, conv)
+                m.add(row, conv)
+            yield row, conv
+
+    def check_template(self) -> None:
+        if self._tokenizer_error is not None:
+            raise self._tokenizer_error
+        self._load_tokenizer()
+        source = self.o.tokenizer or self.o.model
         if self.loaded.template is None:
             # No template: nothing to lint; ChatDataset would raise at start-up.
             given = "dataset.chat_template in the recipe" if self.recipe is not None else "--chat-template"
@@ -708,9 +759,14 @@ class _Run:
                 else None,
             )
             self._finish_step("check-template", [missing], {"tokenizer": _safe_to_dict(self.loaded)})
-        findings, figures = lint_template(self.loaded, self.paths["train"], TEMPLATE_SAMPLE, self.traits)
-        # The dataset check names train.jsonl lines: give the input rows instead.
-        findings = [_remap_rows(f, self.row_index.get("train")) for f in findings]
+        if self.counts_pass is not None:  # the first rows of the pass, with their input row numbers
+            findings, figures = lint_template(
+                self.loaded, self.paths["train"], TEMPLATE_SAMPLE, self.traits, rows=self.first_rows
+            )
+        else:
+            findings, figures = lint_template(self.loaded, self.paths["train"], TEMPLATE_SAMPLE, self.traits)
+            # The dataset check names train.jsonl lines: give the input rows instead.
+            findings = [_remap_rows(f, self.row_index.get("train")) for f in findings]
         self._finish_step("check-template", findings, figures)
 
     def _split_conversations(self) -> Iterator[tuple[int, dict]]:
@@ -744,8 +800,14 @@ class _Run:
             # what the overrides will set: measure the masking the trainer will then do
             "mask_generation_prompt": self.mask_generation_prompt,
         }
-        kwargs = _accepted(compute_stats, {**kwargs, "workers": self.o.workers})
-        result = compute_stats(self._split_conversations(), self.loaded, **kwargs)
+        if self.counts_pass is not None:  # measured as the split streamed: no second read
+            from .stats import stats_of_measured
+
+            kwargs.pop("sample")  # None here: a sample is drawn from the written files (below)
+            result = stats_of_measured(self.counts_pass, self.loaded, lint=self.lint, **kwargs)
+        else:
+            kwargs = _accepted(compute_stats, {**kwargs, "workers": self.o.workers})
+            result = compute_stats(self._split_conversations(), self.loaded, **kwargs)
         self.counts_all = result.counts
         extra: list[Finding] = []
         if not result.counts.rejected:  # rows ChatDataset raises on stop the run anyway
@@ -1346,17 +1408,13 @@ def normalize_items(
 
 
 def lint_template(
-    loaded: Any, dataset: Path, samples: int, traits: Any = None
+    loaded: Any, dataset: Path, samples: int, traits: Any = None, rows: Any = None
 ) -> tuple[list[Finding], dict[str, Any]]:
-    """The template engineer's lint, with the first ``samples`` rows of ``dataset`` rendered and the findings
-    weighed by ``traits`` (what every kept row carries)."""
-    import importlib
+    """The template engineer's lint, with the first ``samples`` rows of ``dataset`` (or ``rows``, when the
+    caller has them) rendered and the findings weighed by ``traits`` (what every kept row carries)."""
+    from . import template_lint as T  # noqa: N812
 
-    T = importlib.import_module("dataprep.template_lint")  # noqa: N806 - issue 4's module
-    report = T.lint_template(
-        loaded,
-        **_accepted(T.lint_template, {"dataset": str(dataset), "samples": samples, "traits": traits}),
-    )
+    report = T.lint_template(loaded, dataset=str(dataset), samples=samples, traits=traits, rows=rows)
     figures = _safe_to_dict(report)
     figures.pop("findings", None)
     return [_as_finding(f) for f in report.findings], figures

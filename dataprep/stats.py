@@ -601,7 +601,7 @@ def compute_stats(
     seq_lengths: Sequence[int] = DEFAULT_SEQ_LENGTHS,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     sample: int | None = None,
-    workers: int = 1,
+    workers: int | str = 1,
     model_max_length: int | None = None,
     mask_generation_prompt: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -643,6 +643,41 @@ def compute_stats(
     )
     if rows_read is not None and skipped is not None:
         rows_read += skipped.total
+    return stats_of_measured(
+        counts,
+        loaded,
+        seq_lengths=seq_lengths,
+        batch_sizes=batch_sizes,
+        model_max_length=model_max_length,
+        rows_read=rows_read,
+        sampled=sample is not None and rows_read > len(counts) + len(counts.rejected),
+        skipped=skipped,
+        mask_generation_prompt=mask_generation_prompt,
+        max_tokens=max_tokens,
+        lint=lint,
+        checks=checks,
+    )
+
+
+def stats_of_measured(
+    counts: TokenCounts,
+    loaded: Any,
+    *,
+    seq_lengths: Sequence[int] = DEFAULT_SEQ_LENGTHS,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    model_max_length: int | None = None,
+    rows_read: int | None = None,
+    sampled: bool = False,
+    skipped: Skipped | None = None,
+    mask_generation_prompt: bool = False,
+    max_tokens: int | None = None,
+    lint: Any = None,
+    checks: Any = None,
+) -> StatsResult:
+    """The stats of rows measured elsewhere (``compute_stats``, or preflight measuring as it splits), with the
+    findings of the quality lint and eval checks that saw the same rows."""
+    import dataclasses
+
     mml = model_max_length if model_max_length is not None else tokenizer_max_length(loaded)
     result = stats_from_counts(
         counts,
@@ -650,13 +685,11 @@ def compute_stats(
         batch_sizes=batch_sizes,
         model_max_length=mml,
         rows_read=rows_read,
-        sampled=sample is not None and rows_read > len(counts) + len(counts.rejected),
+        sampled=sampled,
         skipped=skipped,
         mask_generation_prompt=mask_generation_prompt,
         max_tokens=max_tokens,
     )
-    import dataclasses
-
     if checks is not None:
         result = dataclasses.replace(result, findings=(*result.findings, *checks.findings()))
     if lint is None:

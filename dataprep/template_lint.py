@@ -694,7 +694,7 @@ class DatasetCheck:
     path: str
     rows_rendered: int
     rows_failed: int
-    reader: str  # "dataprep.normalize" | "messages-jsonl"
+    reader: str  # "dataprep.normalize" | "messages-jsonl" | "preflight" (rows kept as it split)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -766,11 +766,16 @@ def check_dataset(
     samples: int = 100,
     limits: Limits = DEFAULT_LIMITS,
     traits: DataTraits | None = None,
+    rows: Iterable[tuple[int, dict]] | None = None,
 ) -> tuple[list[Finding], DatasetCheck, tuple[int, dict] | None]:
     """Render the first ``samples`` valid rows of a dataset; rows that fail are reported with their numbers.
 
-    ``traits``: counted over every row in the same pass (the rows past the sample are only counted)."""
-    rows, reader = _read_rows(path, samples)
+    ``traits``: counted over every row in the same pass (the rows past the sample are only counted).
+    ``rows``: those rows, already read by the caller (``path`` is not opened)."""
+    if rows is None:
+        rows, reader = _read_rows(path, samples)
+    else:
+        reader = "preflight"
     failures: dict[str, list[int]] = {}
     no_supervised: list[int] = []
     rejected: dict[tuple[str, str], list[int]] = {}
@@ -903,11 +908,14 @@ def lint_template(
     samples: int = 100,
     limits: Limits = DEFAULT_LIMITS,
     traits: DataTraits | None = None,
+    rows: Iterable[tuple[int, dict]] | None = None,
 ) -> TemplateReport:
     """Lint ``loaded``'s chat template (and render a dataset's first rows): the check-template report.
 
     With a dataset, the data-dependent findings are weighed by what its rows carry (``in_context``);
     ``traits`` gives those counts when the caller already has them (preflight), else the dataset is scanned.
+    ``rows``: the dataset's first (row, conversation) pairs when the caller has them in hand (preflight keeps
+    them as it splits), so ``dataset`` only names them and is not read.
     """
     findings, probes = lint_loaded(loaded, limits=limits)
     data_check = None
@@ -915,7 +923,7 @@ def lint_template(
     if dataset is not None and loaded.template is not None:
         counted = DataTraits() if traits is None else None
         more, data_check, first = check_dataset(
-            loaded, dataset, samples=samples, limits=limits, traits=counted
+            loaded, dataset, samples=samples, limits=limits, traits=counted, rows=rows
         )
         findings += more
         traits = traits if counted is None else counted

@@ -362,3 +362,53 @@ def test_overrides_set_mask_generation_prompt_only_without_tags(cli, tmp_path):
         steps = json.loads((out / "report.json").read_text())["steps"]
         stats = next(st for st in steps if st["name"] == "stats")["figures"]
         assert stats["mask_generation_prompt"] is bool(expected)
+
+
+@pytest.mark.parametrize("model_name", ["chatml-gen", "chatml"])
+def test_preflight_measures_in_its_one_pass_what_stats_measures_on_the_files(
+    cli, tmp_path, monkeypatch, model_name
+):
+    """The rows are measured as they stream into the split: train.jsonl and validation.jsonl are not read back
+    (neither by stats nor by check-template), and the figures are those of stats over the written files."""
+    from dataprep import preflight as P
+    from dataprep import template_lint
+    from dataprep.stats import compute_stats
+    from dataprep.tokenizer import load_tokenizer
+
+    model = need_model(model_name)
+    data = write_csv(tmp_path / "records.csv", n=300)
+
+    def no_second_read(*a, **k):
+        raise AssertionError("a written file was read back")
+
+    with monkeypatch.context() as m:
+        m.setattr(P._Run, "_split_conversations", no_second_read)
+        m.setattr(template_lint, "_read_rows", no_second_read)
+        r = preflight(cli, model, data, tmp_path / "out", "--val-fraction", "0.2", "--no-near-dup")
+    assert r.exit_code in (0, 1), r
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    steps = {s["name"]: s for s in report["steps"]}
+    assert steps["check-template"]["figures"]["dataset"]["reader"] == "preflight"
+    loaded = load_tokenizer(str(model))
+
+    def rows(name):
+        return enumerate(read_jsonl(tmp_path / "out" / name), start=1)
+
+    ref = compute_stats(
+        [*rows("train.jsonl"), *rows("validation.jsonl")],
+        loaded,
+        mask_generation_prompt=not loaded.has_generation_tags,
+        seq_lengths=P.DEFAULT_SEQ_LENGTHS,
+    ).to_dict()
+    got = steps["stats"]["figures"]
+    for key in (
+        "rows",
+        "tokens",
+        "turns",
+        "truncation",
+        "histogram",
+        "recommended_seq_length",
+        "mask_source",
+        "quality",
+    ):
+        assert got.get(key) == ref.get(key), key
