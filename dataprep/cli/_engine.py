@@ -92,13 +92,14 @@ def dispatch_stats(
     loaded: Any,
     *,
     convert: Mapping[str, Any],
-    workers: int = 1,
+    workers: int | str = 1,
     **stats_kwargs: Any,
 ) -> Any:
     """``compute_stats(iter_conversations(path, **convert), loaded, **stats_kwargs)`` on the chosen engine.
 
     ``convert``: iter_conversations' options (fmt, mapping, role_map, system, take, text_only, encoding).
-    With Ray, ``workers`` > 1 fixes the number of measuring actors (default: one per cluster CPU).
+    ``workers``: measure_conversations' (a number or "auto"). With Ray, a number > 1 fixes the number of
+    measuring actors (default and "auto": one per cluster CPU).
     """
     _check_local(engine, ray_address)
     if engine == "local":
@@ -125,7 +126,7 @@ def dispatch_stats(
         path,
         loaded,
         ray_address=ray_address,
-        actors=workers if workers > 1 else None,
+        actors=workers if isinstance(workers, int) and workers > 1 else None,
         **convert,
         **stats_kwargs,
     )

@@ -277,6 +277,31 @@ def length_options(*, defaults: bool = True) -> Callable[[Callable], Callable]:
     return decorate
 
 
+class Workers(click.ParamType):
+    """``--workers``: a number of processes, or ``auto`` (one process; a pool of one per core once the input
+    passes 20,000 rows)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r}: a number of processes (at least 1) or 'auto'", param, ctx)
+        return n
+
+
+WORKERS_HELP = (
+    "Processes that measure tokens: auto (default) measures in this process and brings in one worker process per "
+    "core once the input passes 20,000 rows; N: N worker processes (started while this process measures the "
+    "first rows)."
+)
+
+
 def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     """``("a=b", ...)`` -> ``{"a": "b"}``; anything else is a usage error naming the flag."""
     out: dict[str, str] = {}

@@ -8,7 +8,15 @@ from typing import Any
 import click
 
 from ._common import Outcome, output_options, run
-from ._options import ConvertFlags, convert_options, length_options, parse_int_list, plan_options
+from ._options import (
+    WORKERS_HELP,
+    ConvertFlags,
+    Workers,
+    convert_options,
+    length_options,
+    parse_int_list,
+    plan_options,
+)
 
 
 @click.command("preflight")
@@ -83,7 +91,9 @@ from ._options import ConvertFlags, convert_options, length_options, parse_int_l
     "or near copy in train are near_duplicate_leakage.",
 )
 @click.option("--sample", type=int, default=None, help="Measure a random sample of N rows, not all.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Processes for the stats.")
+@click.option(
+    "--workers", type=Workers(), default="auto", show_default=True, metavar="N|auto", help=WORKERS_HELP
+)
 @plan_options(defaults=False)
 @click.option(
     "--recipe-name",
@@ -123,7 +133,7 @@ def preflight_cmd(
     drop_contaminated: bool,
     validation: str | None,
     sample: int | None,
-    workers: int,
+    workers: int | str,
     global_batch_size: int | None,
     lora_rank: int | None,
     lora_alpha: int | None,
@@ -144,6 +154,8 @@ def preflight_cmd(
     grammar: --a.b v, --a.b=v, a bare --flag is true), checked, and its settings (LoRA, batch, activation
     checkpointing, loss, parallel sizes, dtype, seq_length, chat_template) drive the plan; flags given here win
     and are reported as changes.
+
+    The input is read once: each row is converted, validated, split and measured in the same pass.
 
     Rows the chosen seq_length would leave with no supervised token (or longer than --max-tokens) go to rejects
     as too_long. Near-duplicate clusters stay on one side of the split (--dedup exact|near sends copies to

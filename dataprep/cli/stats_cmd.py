@@ -9,7 +9,7 @@ import click
 
 from ._common import Outcome, output_options, run
 from ._engine import dispatch_stats, engine_options
-from ._options import ConvertFlags, convert_options, length_options, parse_int_list
+from ._options import WORKERS_HELP, ConvertFlags, Workers, convert_options, length_options, parse_int_list
 
 _PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
 
@@ -27,7 +27,7 @@ _PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
     "--sample", type=click.IntRange(min=1), help="Measure a uniform random sample of N rows (seeded)."
 )
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes to measure with."
+    "--workers", type=Workers(), default="auto", show_default=True, metavar="N|auto", help=WORKERS_HELP
 )
 @click.option(
     "--mask-generation-prompt",
@@ -75,7 +75,7 @@ def stats_cmd(
     seq_lengths: str,
     batch_sizes: str,
     sample: int | None,
-    workers: int,
+    workers: int | str,
     mask_generation_prompt: bool,
     max_tokens: int | None,
     eval_paths: tuple[str, ...],
