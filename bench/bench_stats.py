@@ -77,8 +77,12 @@ def _text(rng: random.Random, lo: int, hi: int) -> str:
 
 
 def make_data(kind: str, rows: int, seed: int = 0) -> list[dict]:
+    return list(iter_data(kind, rows, seed))
+
+
+def iter_data(kind: str, rows: int, seed: int = 0):
+    """The rows of ``make_data``, one at a time (the scale run never holds a million conversations)."""
     rng = random.Random(seed)
-    out = []
     system = "You are a helpful assistant. " + _text(
         random.Random(99), 40, 40
     )  # one prompt shared by all rows
@@ -96,8 +100,7 @@ def make_data(kind: str, rows: int, seed: int = 0) -> list[dict]:
             for _turn in range(rng.randint(2, 4)):
                 msgs.append({"role": "user", "content": _text(rng, 10, 80)})
                 msgs.append({"role": "assistant", "content": _text(rng, 10, 120)})
-        out.append({"messages": msgs})
-    return out
+        yield {"messages": msgs}
 
 
 # -- one method in a child process -----------------------------------------------------------------------------
@@ -179,11 +182,38 @@ def _load_module(path: str):
     """A measure.py from elsewhere (the committed one, kept aside) as module ``measure_before``."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("measure_before", path)
+    name = "dataprep._measure_before"  # inside the package: its relative imports resolve
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["measure_before"] = mod  # dataclasses look their module up
+    sys.modules[name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
+
+
+def scale_child(method: str, folder: str, kind: str, rows: int) -> dict:
+    """One scale run: ``rows`` generated rows streamed through measure_conversations (never held as a list)."""
+    from dataprep.measure import measure_conversations  # "before-": PYTHONPATH puts --before-tree first
+    from dataprep.tokenizer import load_tokenizer
+
+    workers = method.rsplit("-w", 1)[1]
+    loaded = load_tokenizer(str(REAL / folder))
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        counts = measure_conversations(
+            enumerate(iter_data(kind, rows), 1),
+            loaded,
+            workers=workers if workers == "auto" else int(workers),
+        )
+        wall = time.perf_counter() - start
+    import hashlib
+
+    return {
+        "rows_per_s": rows / wall,
+        "wall": wall,
+        "peak_mib": mem.peak / 2**20,
+        "totals_sha1": hashlib.sha1(counts.total.tobytes()).hexdigest(),
+        "supervised_sha1": hashlib.sha1(counts.supervised.tobytes()).hexdigest(),
+    }
 
 
 def child(method: str, folder: str, template: str | None, kind: str, rows: int) -> dict:
@@ -248,13 +278,31 @@ def main(argv: list[str] | None = None) -> int:
         help="another dataprep/measure.py (e.g. the committed one, copied aside) run as one more method, "
         "workers=1, interleaved with the others: before/after in the same run",
     )
+    ap.add_argument(
+        "--scale",
+        help="comma-separated row counts (e.g. 200000,1000000): stream that many Qwen2 alpaca rows through "
+        "dataprep w=1 and w=2 (and the --before-tree checkout's at the first count): rows/s and peak RSS",
+    )
+    ap.add_argument(
+        "--preflight",
+        type=int,
+        help="N: write N alpaca rows as JSONL and time `dataprep stats` against `dataprep preflight` (CLI, "
+        "fixtures/demo model) on them; with --before-tree, the same commands of another checkout",
+    )
+    ap.add_argument(
+        "--before-tree",
+        help="another dataprep checkout (a git worktree): the before of --scale and --preflight",
+    )
     ap.add_argument("--child")
     ap.add_argument("--folder")
     ap.add_argument("--template")
     ap.add_argument("--kind")
     a = ap.parse_args(argv)
     if a.child:
-        print(json.dumps(child(a.child, a.folder, a.template, a.kind, a.rows)))
+        if a.child.startswith(("scale", "before-scale")):
+            print(json.dumps(scale_child(a.child, a.folder, a.kind, a.rows)))
+        else:
+            print(json.dumps(child(a.child, a.folder, a.template, a.kind, a.rows)))
         return 0
     if not REAL.is_dir():
         print(
@@ -271,6 +319,17 @@ def main(argv: list[str] | None = None) -> int:
         "TRANSFORMERS_VERBOSITY": "error",
         "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
+    if a.scale or a.preflight:
+        out = []
+        if a.scale:
+            out.append(run_scale([int(x) for x in a.scale.split(",")], env, a.before_tree, a.rounds))
+        if a.preflight:
+            out.append(run_preflight_vs_stats(a.preflight, env, a.before_tree, a.rounds, tmp))
+        md = "\n\n".join(out) + "\n"
+        print(md)
+        if a.out:
+            Path(a.out).write_text(md, encoding="utf-8")
+        return 1 if "differ" in md else 0
     methods = METHODS + (["before"] if a.before else [])
     if a.before:
         env["BENCH_STATS_BEFORE"] = str(Path(a.before).resolve())
@@ -333,6 +392,117 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         Path(a.out).write_text(md, encoding="utf-8")
     return 1 if failed else 0
+
+
+def run_scale(sizes: list[int], env: dict, before_tree: str | None, rounds: int) -> str:
+    """Rows/s and peak RSS of long streams (Qwen2 alpaca rows): w=1, w=2, and the --before-tree checkout's at
+    the first size. Per-row totals and supervised counts must be identical across every method."""
+    before = before_tree is not None
+    folder, kind = "Qwen2-Boundless", "alpaca"
+    data = Path(tempfile.mkdtemp(prefix="bench_scale_")) / "rows.jsonl"
+    with open(data, "w", encoding="utf-8") as fh:
+        for conv in iter_data(kind, max(sizes)):
+            fh.write(json.dumps(conv, ensure_ascii=False) + "\n")
+    env = {**env, "BENCH_STATS_SCALE_DATA": str(data)}
+    env_before = {
+        **env,
+        "PYTHONPATH": str(Path(before_tree or ".").resolve()) + os.pathsep + env["PYTHONPATH"],
+    }
+    lines = [
+        f"Scale: {kind} rows read from a JSONL file (one json.loads a line), Qwen2 tokenizer, streamed through "
+        "measure_conversations "
+        f"({os.cpu_count()} cores, load at start {os.getloadavg()[0]:.1f}; best of {rounds}). Peak RSS: the "
+        "process and its children (worker processes included).",
+        "",
+        "| rows | method | rows/s | wall (s) | peak RSS (MiB) | vs w=1 |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for i, n in enumerate(sizes):
+        methods = ["scale-w1", "scale-w2"] + (
+            ["before-scale-w1", "before-scale-w2"] if before and i == 0 else []
+        )
+        res: dict[str, dict] = {}
+        for _ in range(rounds):
+            for m in methods:
+                r = run_child(
+                    m, ("scale", folder, None, kind), n, env_before if m.startswith("before") else env
+                )
+                if m not in res or r["rows_per_s"] > res[m]["rows_per_s"]:
+                    res[m] = r
+                print(f"scale {n} {m}: {r['rows_per_s']:.0f} rows/s", file=sys.stderr)
+        same = len({(r["totals_sha1"], r["supervised_sha1"]) for r in res.values()}) == 1
+        base = res["scale-w1"]["rows_per_s"]
+        for m in methods:
+            r = res[m]
+            lines.append(
+                f"| {n:,} | {m.replace('scale-', '').replace('w', 'w=')} | {r['rows_per_s']:,.0f} | {r['wall']:.1f} "
+                f"| {r['peak_mib']:.0f} | {r['rows_per_s'] / base:.2f}x |"
+            )
+        if not same:
+            lines.append(f"| {n:,} | **per-row counts differ between methods** | | | | |")
+    return "\n".join(lines)
+
+
+def run_preflight_vs_stats(rows: int, env: dict, before_tree: str | None, rounds: int, tmp: str) -> str:
+    """`dataprep stats` and `dataprep preflight` (defaults, and --no-near-dup) on the same N alpaca rows,
+    through the CLI as a user runs them; the fixture demo model (Llama-3.2-1B shape, ChatML template)."""
+    data = Path(tmp) / "alpaca.jsonl"
+    rng = random.Random(5)
+    with open(data, "w", encoding="utf-8") as fh:
+        for _ in range(rows):
+            fh.write(
+                json.dumps(
+                    {"instruction": _text(rng, 8, 60), "input": "", "output": _text(rng, 20, 250)},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+    model = HERE.parent / "fixtures" / "demo" / "llama-3.2-1b-chatml"
+    trees = {"after": HERE.parent}
+    if before_tree:
+        trees["before"] = Path(before_tree).resolve()
+    commands = {
+        "stats": ["stats", str(data), "--model", str(model), "--json"],
+        "preflight": ["preflight", "--dataset", str(data), "--model", str(model), "--gpus", "1", "--gpu", "h100"],
+        "preflight --no-near-dup": [
+            "preflight", "--dataset", str(data), "--model", str(model), "--gpus", "1", "--gpu", "h100",
+            "--no-near-dup",
+        ],
+    }  # fmt: skip
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(rounds):
+        for tree_name, tree in trees.items():
+            for name, args in commands.items():
+                out = Path(tmp) / f"pf-{tree_name}-{name.replace(' ', '')}"
+                extra = ["--out", str(out)] if args[0] == "preflight" else []
+                e = {**env, "PYTHONPATH": str(tree) + os.pathsep + env.get("PYTHONPATH", "")}
+                start = time.perf_counter()
+                p = subprocess.run(
+                    [sys.executable, "-c", "from dataprep.cli import main; main()", *args, *extra],
+                    env=e,
+                    capture_output=True,
+                    text=True,
+                    cwd=tree,
+                )
+                wall = time.perf_counter() - start
+                if p.returncode not in (0, 1):
+                    raise SystemExit(f"{tree_name} {name} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+                key = (tree_name, name)
+                best[key] = min(best.get(key, wall), wall)
+                print(f"{tree_name} {name}: {wall:.1f}s", file=sys.stderr)
+    lines = [
+        f"preflight vs stats: {rows:,} alpaca rows (JSONL), `fixtures/demo/llama-3.2-1b-chatml`, CLI wall time "
+        f"(best of {rounds}; {os.cpu_count()} cores, load at start {os.getloadavg()[0]:.1f}); default --workers.",
+        "",
+        "| code | stats (s) | preflight (s) | preflight / stats | preflight --no-near-dup (s) | / stats |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for tree_name in trees:
+        st = best[(tree_name, "stats")]
+        pf = best[(tree_name, "preflight")]
+        pn = best[(tree_name, "preflight --no-near-dup")]
+        lines.append(f"| {tree_name} | {st:.1f} | {pf:.1f} | {pf / st:.2f}x | {pn:.1f} | {pn / st:.2f}x |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
