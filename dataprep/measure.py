@@ -411,6 +411,10 @@ class Measurer:
         elif self._incremental is not False and messages:
             text, probe = self._render_probed(messages, tools)
             spans = []
+            if self._incremental is None and text != self._trainer_render(messages, tools):
+                # the list the probe hands the template changed what it wrote: render as the trainer does
+                self._incremental = False
+                text, probe = self._trainer_render(messages, tools), None
         else:
             text, spans = self._trainer_render(messages, tools), []
         roles = [m.get("role") for m in messages]
