@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .findings import Finding, finding
@@ -51,9 +52,7 @@ class RowChecks:
         self.largest: tuple[int, int, str] | None = None  # (first row, members, a member's text)
         self.contamination = None
         if eval_paths:
-            from .neardup import Contamination
-
-            self.contamination = Contamination.from_paths(eval_paths)
+            self.contamination = load_evals(eval_paths)
         self.drop_contaminated = drop_contaminated
         self.hits: dict[str, list[tuple[int, int, str]]] = {}  # eval set -> (row, eval row, n-gram)
         self.hit_counts: Counter = Counter()
@@ -233,3 +232,19 @@ class RowChecks:
                     )
                 )
         return out
+
+
+def load_evals(paths: Iterable[str | Path], *, n: int | None = None, **convert: Any) -> Any:
+    """Eval sets as a frozen ``neardup.Contamination``: each path is anything ``normalize`` reads (named by its
+    file name), or a folder whose files are each one eval set (a ``datasets`` ``save_to_disk`` folder is one
+    set). ``convert``: ``iter_conversations``' options (``fmt``, ``mapping``, ...). Rows the converter rejects
+    are skipped. (Here, not in neardup: normalize uses neardup, and reading a file is normalize's job.)"""
+    from .neardup import CONTAMINATION_N, Contamination, eval_set_paths
+    from .normalize import iter_conversations
+
+    c = Contamination(n=CONTAMINATION_N if n is None else n)
+    for p in paths:
+        for name, path in eval_set_paths(p):
+            c.add_conversations(name, iter_conversations(path, **convert))
+    c.freeze()
+    return c

@@ -238,7 +238,7 @@ class Hit:
 class Contamination:
     """Eval items' normalised 13-grams; ``check(row, conversation)`` -> ``Hit`` (eval_name, eval_row, ngram) for
     the first shared n-gram, or None. Add items with ``add``/``add_conversations``, then ``freeze()`` (``check``
-    freezes on first use); ``from_paths`` loads eval sets from anything ``normalize`` reads."""
+    freezes on first use); ``dataprep.dedup.load_evals`` loads eval sets from anything ``normalize`` reads."""
 
     def __init__(self, n: int = CONTAMINATION_N, min_words: int = MIN_WORDS):
         self.n, self.min_words = n, min_words
@@ -327,27 +327,6 @@ class Contamination:
                 name, eval_row = self._items[int(self._ids[pos[i]])]
                 return Hit(self.names[name], eval_row, grams[i])
         return None
-
-    @classmethod
-    def from_paths(
-        cls,
-        paths: Iterable[str | Path],
-        *,
-        n: int = CONTAMINATION_N,
-        min_words: int = MIN_WORDS,
-        **convert: Any,
-    ) -> Contamination:
-        """Load eval sets: each path is anything ``normalize`` reads (named by its file name), or a folder
-        whose files are each one eval set (a ``datasets`` ``save_to_disk`` folder is one set). ``convert``:
-        ``iter_conversations``' options (``fmt``, ``mapping``, ...). Rows the converter rejects are skipped."""
-        from .normalize import iter_conversations
-
-        c = cls(n=n, min_words=min_words)
-        for p in paths:
-            for name, path in eval_set_paths(p):
-                c.add_conversations(name, iter_conversations(path, **convert))
-        c.freeze()
-        return c
 
 
 def eval_set_paths(path: str | Path) -> list[tuple[str, Path]]:

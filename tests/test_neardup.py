@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dataprep.dedup import load_evals
 from dataprep.neardup import Contamination, NearDup, conversation_text, eval_set_paths
 from dataprep.normalize import iter_conversations
 
@@ -203,7 +204,7 @@ def test_normalize_library_refuses_an_unknown_mode(tmp_path):
 
 @pytest.fixture(scope="module")
 def evals() -> Contamination:
-    return Contamination.from_paths([FIX / "evals"])
+    return load_evals([FIX / "evals"])
 
 
 def test_eval_folder_is_one_set_per_file(evals):

@@ -190,7 +190,7 @@ def test_closed_stdout_exits_quietly():
 
 
 def test_a_bug_says_it_is_one(cli, monkeypatch):
-    import dataprep.sources.report as report
+    import dataprep.inspection as report
 
     def boom(*a, **k):
         raise ZeroDivisionError("a planted bug")

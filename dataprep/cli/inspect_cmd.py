@@ -82,7 +82,7 @@ def inspect_cmd(
     """
 
     def body() -> Outcome:
-        from ..sources.report import inspect_input
+        from ..inspection import inspect_input
 
         report = inspect_input(path, encoding=encoding, sample_rows=sample_rows)
         return Outcome(report.to_dict(), list(report.findings), _render(report))

@@ -25,7 +25,6 @@ from typing import Any, BinaryIO
 
 from ..safejson import loads as safe_loads
 from .base import Batch, RowError
-from .sniff import UTF8_BOM
 
 RAW_MAX = 2000  # RowError.raw is cut to this many characters
 BLOCK_BYTES = 8 * 1024 * 1024  # read and parsed at a time (more while one line does not fit)
@@ -34,6 +33,8 @@ ENCODING_HINT = "pass --encoding latin-1 (or the file's real encoding, e.g. cp12
 _LONG_INT = re.compile(rb"[0-9]{19}")
 # A null element of an array: "null" after "[" or "," (object values follow ":").
 _NULL_IN_ARRAY = re.compile(rb"[\[,][ \t\r]*null")
+
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def is_utf8(encoding: str | None) -> bool:

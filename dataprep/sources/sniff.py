@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from ..errors import UnreadableInput
 from ..safejson import loads as safe_loads
+from .jsonl import ENCODING_HINT, UTF8_BOM, is_utf8
 
 HEAD_BYTES = 64 * 1024
 
@@ -46,7 +47,6 @@ _BINARY_EXT = {
 RECORD_KEYS = frozenset(
     {"messages", "conversations", "conversation", "turns", "dialog", "chosen", "rejected"}
 )
-UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -186,8 +186,6 @@ def encoding_problem(head: bytes, encoding: str, *, complete: bool) -> EncodingP
     bytes read as UTF-16 become one line of CJK characters), is not text in that encoding. Files that really are
     UTF-16/32 never get this far: the sniffer refuses them (their BOM, or their NUL bytes). None when it reads.
     """
-    from .jsonl import ENCODING_HINT, is_utf8
-
     if is_utf8(encoding):
         return None
     line = None

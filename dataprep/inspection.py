@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DataprepError, UnreadableInput
-from ..findings import Finding
-from .packed import PackedVerdict, detect_packed, packed_verdict
-from .readers import EXACT_COUNT_MAX_BYTES, NpySource, Source, open_source
+from .errors import DataprepError, UnreadableInput
+from .findings import Finding
+from .sources.packed import PackedVerdict, detect_packed, packed_verdict
+from .sources.readers import EXACT_COUNT_MAX_BYTES, NpySource, Source, open_source
 
 VALUE_MAX_CHARS = 200
 LIST_MAX_ITEMS = 8
@@ -90,7 +90,7 @@ def _detect_shape(
     try:
         from converters.registry import detect
 
-        from ..normalize import detection_input
+        from .normalize import detection_input
     except ImportError:
         return None, []
     columns, sample = detection_input(head, columns)
@@ -117,7 +117,7 @@ def inspect_input(path: str, *, encoding: str | None = None, sample_rows: int = 
     records: list[dict[str, Any]] = []
     head: list[Any] = []  # the first batches, up to the rows normalize's shape detection reads
     try:
-        from ..normalize import DETECT_ROWS
+        from .normalize import DETECT_ROWS
     except ImportError:  # without the converters package there is no shape to detect
         DETECT_ROWS = 0  # noqa: N806
     rows = 0
