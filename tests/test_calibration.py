@@ -46,6 +46,8 @@ class Row:
     measured_gib: float
     source: str
     not_modelled: str | None = None
+    # with not_modelled: the estimate is within TOLERANCE all the same (so the row is a plain check, not an xfail)
+    within_anyway: bool = False
     measured_range: tuple[float, float] | None = None
     notes: dict = field(default_factory=dict)
 
@@ -62,7 +64,8 @@ ROWS = [
         18.9, TT_README, "8-bit optimizer (PagedAdamW8bit), optimizer in backward and torch.compile are not modelled"),
     Row("tt-70b-lora-r16-fsdp8", "llama-3.1-70b",
         dict(method="lora", lora_rank=16, lora_targets=ALL_LINEAR, dp=8, activation_checkpointing=True,
-             local_batch_size=2, padded_len=2048, loss="chunked_ce"), 27.6, TT_README, COMPILE),
+             local_batch_size=2, padded_len=2048, loss="chunked_ce"), 27.6, TT_README, COMPILE,
+        within_anyway=True),
     # Unpacked: each batch pads to its longest row. Alpaca-style rows: the longest of 2 random rows is ~384
     # tokens with the Llama 3 tokenizer (an assumption: the source does not state the padded length).
     Row("tt-3b-full-unpacked", "llama-3.2-3b",
@@ -70,7 +73,8 @@ ROWS = [
     Row("tt-3b-full-packed", "llama-3.2-3b",
         dict(method="sft", local_batch_size=2, padded_len=4096, loss="masked_ce"), 60.0, TT_MEM),
     Row("tt-3b-full-packed-compile-chunked", "llama-3.2-3b",
-        dict(method="sft", local_batch_size=2, padded_len=4096, loss="chunked_ce"), 42.9, TT_MEM, COMPILE),
+        dict(method="sft", local_batch_size=2, padded_len=4096, loss="chunked_ce"), 42.9, TT_MEM, COMPILE,
+        within_anyway=True),
     Row("tt-3b-full-packed-compile-chunked-ac", "llama-3.2-3b",
         dict(method="sft", local_batch_size=2, padded_len=4096, loss="chunked_ce", activation_checkpointing=True),
         24.9, TT_MEM, COMPILE),
@@ -105,8 +109,9 @@ def _estimate_gib(row: Row) -> float:
 def _params():
     for row in ROWS:
         marks = (
-            [pytest.mark.xfail(reason=f"not modelled: {row.not_modelled}", strict=False)]
-            if row.not_modelled
+            # strict: a row that starts to fit (or a within_anyway row that stops) fails, and the table is updated
+            [pytest.mark.xfail(reason=f"not modelled: {row.not_modelled}", strict=True)]
+            if row.not_modelled and not row.within_anyway
             else []
         )
         yield pytest.param(row, id=f"{row.id} [{row.source}]", marks=marks)

@@ -26,7 +26,7 @@ SRC_MODEL = FIXTURES / "models" / "chatml-gen"
 @pytest.fixture
 def model_dir(tmp_path):
     if not SRC_MODEL.is_dir():
-        pytest.skip("fixtures/models/chatml-gen is missing: run `make fixtures`")
+        pytest.fail("fixtures/models/chatml-gen is missing: run `make fixtures`")
     dst = tmp_path / "model"
     shutil.copytree(SRC_MODEL, dst)
     return dst

@@ -88,7 +88,7 @@ def test_csv_and_jsonl_give_the_same_output(tmp_path):
 @pytest.mark.parametrize("name", ["alpaca.parquet", "alpaca.csv.gz", "alpaca.tsv", "chat.parquet", "hf_disk"])
 def test_reader_formats(name, tmp_path):
     if not (DATA / name).exists():
-        pytest.skip("sources fixtures not built")
+        pytest.fail("sources fixtures not built: run `make fixtures`")
     r = normalize(DATA / name, tmp_path / "o.jsonl")
     assert r.written > 0 and r.reconciled
 
@@ -117,7 +117,7 @@ def test_refusals(src, code, tmp_path):
 def test_packed_input_refused(tmp_path):
     packed = DATA / "inmem_pack.parquet"
     if not packed.exists():
-        pytest.skip("sources fixtures not built")
+        pytest.fail("sources fixtures not built: run `make fixtures`")
     with pytest.raises(FindingError) as e:
         normalize(packed, tmp_path / "o.jsonl")
     assert e.value.finding.code == "packed_parquet_used_with_automodel"

@@ -156,7 +156,7 @@ def test_force_and_overwrite_input(cli, tmp_path):
 def test_encoding(cli, tmp_path):
     src = DATA / "alpaca_latin1.csv"
     if not src.exists():
-        pytest.skip("sources fixtures not built")
+        pytest.fail("sources fixtures not built: run `make fixtures`")
     r = cli("normalize", src, tmp_path / "o.jsonl")
     assert r.exit_code == 2 and "error[unreadable_input]" in r.stderr and "--encoding" in r.stderr
     r = cli("normalize", src, tmp_path / "o.jsonl", "--encoding", "latin-1")
@@ -166,7 +166,7 @@ def test_encoding(cli, tmp_path):
 def test_packed_refused(cli, tmp_path):
     src = DATA / "inmem_pack.parquet"
     if not src.exists():
-        pytest.skip("sources fixtures not built")
+        pytest.fail("sources fixtures not built: run `make fixtures`")
     r = cli("normalize", src, tmp_path / "o.jsonl")
     assert r.exit_code == 1 and "error[packed_parquet_used_with_automodel]" in r.stderr
 

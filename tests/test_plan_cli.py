@@ -140,11 +140,10 @@ def test_bad_stats_file_exits_2(cli, tmp_path, content):
 
 
 def test_dataset_path_computes_stats(cli):
-    pytest.importorskip("dataprep.stats")
     model = ROOT / "fixtures" / "models" / "chatml"
     data = ROOT / "fixtures" / "data" / "chat.jsonl"
     if not (model / "config.json").is_file() or not data.is_file():
-        pytest.skip("tokenizer / chat fixtures not built (fixtures/make_tokenizers.py, make_data.py)")
+        pytest.fail("tokenizer / chat fixtures not built: run `make fixtures`")
     r = cli("plan", "--model", model, "--dataset", data, "--gpu-memory", "1GiB", "--json")
     assert r.exit_code in (0, 1), r
     d = r.json()

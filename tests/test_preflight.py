@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,31 +16,13 @@ from dataprep.split import conversation_hash
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "fixtures" / "models"
 CONFIGS = ROOT / "fixtures" / "configs"
-STEP_MODULES = {
-    "inspect": "dataprep.sources",
-    "normalize": "dataprep.normalize",
-    "check-template": "dataprep.template_lint",
-    "stats": "dataprep.stats",
-    "plan": "dataprep.plan",
-}
-
-
-def need(*steps: str) -> None:
-    """Skip (saying which module is missing) when a step's library is not in this checkout."""
-    for step in steps:
-        mod = STEP_MODULES[step]
-        if importlib.util.find_spec(mod) is None:
-            pytest.skip(f"the {step} step's module {mod} is not in this checkout yet")
 
 
 def need_model(name: str) -> Path:
     path = MODELS / name
     if not (path / "tokenizer.json").is_file():
-        pytest.skip(f"{path} is missing: run `make fixtures`")
+        pytest.fail(f"{path} is missing: run `make fixtures`")
     return path
-
-
-ALL = tuple(STEP_MODULES)
 
 
 def write_csv(path: Path, n: int = 24, bad: int = 1) -> Path:
@@ -70,7 +51,6 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_csv_to_overrides(cli, tmp_path):
-    need(*ALL)
     model = need_model("chatml-gen")
     data = write_csv(tmp_path / "records.csv")
     out = tmp_path / "out"
@@ -119,7 +99,6 @@ def test_csv_to_overrides(cli, tmp_path):
 
 
 def test_same_input_same_split(cli, tmp_path):
-    need(*ALL)
     model = need_model("chatml-gen")
     data = write_csv(tmp_path / "records.csv")
     for d in ("a", "b"):
@@ -129,7 +108,6 @@ def test_same_input_same_split(cli, tmp_path):
 
 
 def test_json_prints_the_report_and_one_verdict_line(cli, tmp_path):
-    need(*ALL)
     model = need_model("chatml-gen")
     r = preflight(cli, model, write_csv(tmp_path / "r.csv"), tmp_path / "out", "--json")
     assert r.exit_code == 0, r
@@ -143,7 +121,6 @@ def test_json_prints_the_report_and_one_verdict_line(cli, tmp_path):
 
 
 def test_packed_input_stops_at_inspect(cli, tmp_path):
-    need("inspect")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -174,7 +151,6 @@ def test_packed_input_stops_at_inspect(cli, tmp_path):
 
 
 def test_model_without_template_stops_with_chat_template_missing(cli, tmp_path):
-    need(*ALL)
     model = need_model("no-template")
     r = preflight(cli, model, write_csv(tmp_path / "r.csv"), tmp_path / "out", "--json")
     assert r.exit_code == 1, r
@@ -186,11 +162,10 @@ def test_model_without_template_stops_with_chat_template_missing(cli, tmp_path):
 
 
 def test_impossible_budget_stops_with_oom(cli, tmp_path):
-    need(*ALL)
     tok = need_model("chatml-gen")
     big = CONFIGS / "llama-3.1-8b" / "config.json"
     if not big.is_file():
-        pytest.skip(f"{big} is missing: run `make fixtures`")
+        pytest.fail(f"{big} is missing: run `make fixtures`")
     model = tmp_path / "llama-8b-like"
     shutil.copytree(tok, model)
     shutil.copy(big, model / "config.json")  # the tokenizer of one fixture, the size of Llama-3.1-8B
@@ -206,7 +181,6 @@ def test_impossible_budget_stops_with_oom(cli, tmp_path):
 
 
 def test_verify_manifest_catches_a_changed_tokenizer_file(cli, tmp_path):
-    need(*ALL)
     model = tmp_path / "model"
     shutil.copytree(need_model("chatml-gen"), model)
     out = tmp_path / "out"
@@ -221,7 +195,6 @@ def test_verify_manifest_catches_a_changed_tokenizer_file(cli, tmp_path):
 
 
 def test_messages_jsonl_skips_normalize_and_rejects_bad_lines(cli, tmp_path):
-    need(*ALL)
     model = need_model("chatml-gen")
     data = tmp_path / "chat.jsonl"
     good = [
@@ -246,7 +219,6 @@ def test_messages_jsonl_skips_normalize_and_rejects_bad_lines(cli, tmp_path):
 
 
 def test_strict_stops_at_the_first_warning(cli, tmp_path):
-    need("inspect", "normalize")
     r = preflight(
         cli, MODELS / "chatml-gen", write_csv(tmp_path / "r.csv"), tmp_path / "out", "--strict", "--json"
     )
@@ -257,7 +229,6 @@ def test_strict_stops_at_the_first_warning(cli, tmp_path):
 
 
 def test_unknown_schema_stops_at_normalize(cli, tmp_path):
-    need("inspect", "normalize")
     data = tmp_path / "odd.csv"
     data.write_text("alpha,beta\n1,2\n3,4\n")
     r = preflight(cli, MODELS / "chatml-gen", data, tmp_path / "out", "--json")
@@ -268,7 +239,6 @@ def test_unknown_schema_stops_at_normalize(cli, tmp_path):
 
 
 def test_missing_model_is_exit_2_with_a_report(cli, tmp_path):
-    need(*ALL)
     out = tmp_path / "out"
     r = preflight(cli, "acme/not-in-cache", write_csv(tmp_path / "r.csv"), out, "--json")
     assert r.exit_code == 2, r
@@ -306,7 +276,6 @@ def test_output_folder_may_not_overwrite_the_input(cli, tmp_path):
 
 
 def test_chat_template_override_reaches_overrides_and_manifest(cli, tmp_path, monkeypatch):
-    need(*ALL)
     model = need_model("no-template")
     template = tmp_path / "chatml.jinja"
     shutil.copy(need_model("chatml-gen") / "chat_template.jinja", template)
@@ -326,7 +295,6 @@ def test_chat_template_override_reaches_overrides_and_manifest(cli, tmp_path, mo
 
 
 def test_every_row_rejected_stops_at_normalize(cli, tmp_path):
-    need("inspect", "normalize")
     data = tmp_path / "empty.csv"
     data.write_text("instruction,input,output\n,,\n,,\n")
     r = preflight(cli, MODELS / "chatml-gen", data, tmp_path / "out", "--json")

@@ -14,7 +14,7 @@ MODEL = ROOT / "fixtures" / "models" / "chatml-gen"
 @pytest.fixture
 def model() -> Path:
     if not (MODEL / "tokenizer.json").is_file():
-        pytest.skip(f"{MODEL} is missing: run `make fixtures`")
+        pytest.fail(f"{MODEL} is missing: run `make fixtures`")
     return MODEL
 
 
