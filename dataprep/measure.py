@@ -273,9 +273,8 @@ class Measurer:
         self._eos_text = None if spec.eos_id is None else backend.id_to_token(spec.eos_id)
         # incremental prefixes (``_render_probed``): None while the first rows check them, then True or False
         self._incremental: bool | None = None if _reads_messages_in_order(spec) else False
-        self._tails: dict[
-            Any, str
-        ] = {}  # role of a prefix's last message -> the text the template closes with
+        # (template, tools or not, role of the last message) -> the text the template closes a render with
+        self._tails: dict[tuple[int, bool, Any], str] = {}
         self._checked_prefixes = 0
 
     def _mask_runs(self, enc: Any, spans: list[tuple[int, int]], text_len: int) -> list[tuple[int, int]]:
@@ -406,6 +405,7 @@ class Measurer:
         """Render every text the trainer renders for this row; ``count_batch`` encodes them and masks on ids."""
         tagged = self.mask_source == "generation_tags"
         probe: _Probe | None = None
+        roles = [m.get("role") for m in messages]
         if tagged:
             text, spans = trainer.with_system_fallback(lambda ms: self._render_tracked(ms, tools), messages)
         elif self._incremental is not False and messages:
@@ -415,9 +415,10 @@ class Measurer:
                 # the list the probe hands the template changed what it wrote: render as the trainer does
                 self._incremental = False
                 text, probe = self._trainer_render(messages, tools), None
+            if probe is not None and not self._closes_as_learned(probe, text, roles):
+                probe = None
         else:
             text, spans = self._trainer_render(messages, tools), []
-        roles = [m.get("role") for m in messages]
         n = len(messages)
         assistants = [i for i, r in enumerate(roles) if r == "assistant"]
         needed: set[int] = set()
@@ -473,7 +474,7 @@ class Measurer:
     def _render_probed_once(self, messages: list[dict], tools: Any) -> tuple[str, _Probe | None]:
         trainer.with_system_fallback(lambda ms: None, messages)  # the trainer's checks before rendering
         compiled = self._compiled if tools is None else self._compiled_tools
-        probe = _Probe()
+        probe = _Probe((id(compiled), tools is not None))
         chunks: list[str] = []
         try:
             for chunk in self._generate(compiled, _ProbedMessages(messages, probe), tools, False):
@@ -485,7 +486,7 @@ class Measurer:
 
     def _predicted(self, probe: _Probe, text: str, roles: list[str], k: int) -> str | None:
         mark = probe.marks.get(k)
-        tail = self._tails.get(roles[k - 1]) if k >= 1 else None
+        tail = self._tails.get((*probe.key, roles[k - 1])) if k >= 1 else None
         if mark is None or tail is None:
             return None
         return text[:mark] + tail
@@ -504,11 +505,24 @@ class Measurer:
             self._incremental = False
             return
         tail = real[mark:]
-        known = self._tails.setdefault(roles[k - 1], tail)
+        known = self._tails.setdefault((*probe.key, roles[k - 1]), tail)
         if known != tail:
             self._incremental = False
             return
         self._checked_prefixes += 1
+
+    def _closes_as_learned(self, probe: _Probe, text: str, roles: list[str]) -> bool:
+        """Every row, free: the whole's own closing text (after the pass over ``messages`` ended) must be the one
+        learned for its last role; a row that closes otherwise (tools, a flag the template set on the way) has
+        its prefixes rendered. While learning, the whole's closing text is one more example."""
+        if probe.end is None:
+            return False
+        key, tail = (*probe.key, roles[-1]), text[probe.end :]
+        if self._incremental is None:
+            if self._tails.setdefault(key, tail) != tail:
+                self._incremental = False
+            return True
+        return self._tails.get(key) == tail
 
     def _end_of_first_batch(self) -> None:
         if self._incremental is None and self._checked_prefixes >= self.INCREMENTAL_CHECKS:
@@ -866,9 +880,11 @@ class _Aligned:
 class _Probe:
     """What a probed render saw: text out so far, and the length out when each message was first read."""
 
-    __slots__ = ("length", "marks", "passes", "unsafe")
+    __slots__ = ("end", "key", "length", "marks", "passes", "unsafe")
 
-    def __init__(self) -> None:
+    def __init__(self, key: tuple[int, bool] = (0, False)) -> None:
+        self.key = key  # (template, tools or not): what the closing text may depend on besides the last role
+        self.end: int | None = None  # text out when the pass over the messages ended
         self.length = 0
         self.marks: dict[int, int] = {}
         self.passes = 0
@@ -890,13 +906,15 @@ class _ProbedMessages(list):
         for i, m in enumerate(list.__iter__(self)):
             marks.setdefault(off + i, probe.length)
             yield m
+        if probe.end is None:
+            probe.end = probe.length
 
     def __getitem__(self, key):
         if isinstance(key, slice):
             start = key.start or 0
             if key.stop is None and key.step in (None, 1) and start >= 0:
                 return _ProbedMessages(list.__getitem__(self, key), self._probe, self._offset + start)
-        elif isinstance(key, int) and self._offset + key == 0:
+        elif isinstance(key, int) and self._offset == 0 and key == 0:
             return list.__getitem__(self, key)
         self._probe.unsafe = True
         return list.__getitem__(self, key)
@@ -1637,10 +1655,19 @@ class Measuring:
             self._finish()
 
     def _submit_chunk(self) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
         assert self._pool is not None
-        chunk = self._chunk
-        self._pending.append((self._chunk_rows, self._pool.submit(chunk), chunk))
+        rows, chunk = self._chunk_rows, self._chunk
         self._chunk_rows, self._chunk = [], []
+        try:
+            self._pending.append((rows, self._pool.submit(chunk), chunk))
+        except BrokenProcessPool:  # a worker died (or could not start) since the last chunk: measure here
+            self._pool = None
+            here = self._here
+            self._pending.append(
+                (rows, self._thread.submit(here.count_batch, here.render_batch(chunk)), None)
+            )
 
     def _finish(self) -> None:
         from concurrent.futures.process import BrokenProcessPool
@@ -1682,7 +1709,7 @@ class _Pool:
                 self._seen += rows
                 return False
             self._start()
-        return any(f.done() for f in self._ready)
+        return any(f.done() and f.exception() is None for f in self._ready)
 
     def submit(self, convs: list[dict]) -> Future:
         return self._executor.submit(_worker_measure, convs)

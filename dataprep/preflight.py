@@ -724,10 +724,13 @@ class _Run:
         from .measure import Measuring
         from .quality import QualityLint
 
+        try:
+            self.measuring = Measuring(
+                self.loaded, mask_generation_prompt=self.mask_generation_prompt, workers=self.o.workers
+            )
+        except Exception:  # noqa: BLE001 - a template that does not compile: check-template reports it, stops
+            return
         self.lint = QualityLint()
-        self.measuring = Measuring(
-            self.loaded, mask_generation_prompt=self.mask_generation_prompt, workers=self.o.workers
-        )
 
     def _measured(
         self, items: Iterable[tuple[int, dict]], keep_first: bool = False

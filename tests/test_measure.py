@@ -466,3 +466,23 @@ def test_a_worker_that_dies_costs_time_not_counts(convs, monkeypatch):
     assert killed
     for name in ("rows", "total", "supervised", "turns", "run_row", "run_start", "run_end"):
         assert getattr(one, name).tolist() == getattr(two, name).tolist(), name
+
+
+def test_a_pool_that_breaks_before_a_submit_costs_time_not_counts(convs, monkeypatch):
+    """submit itself raises once the pool is broken (a worker that could not start, or died between chunks)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dataprep import measure
+
+    loaded = load_tokenizer(str(MODELS / "chatml-gen"))
+    one = measured(convs, loaded)
+
+    def broken(self, convs):
+        raise BrokenProcessPool("a worker died")
+
+    monkeypatch.setattr(measure._Pool, "serving", lambda self, rows: True)
+    monkeypatch.setattr(measure._Pool, "submit", broken)
+    monkeypatch.setattr(measure, "WORKER_BATCH_ROWS", 32)
+    two = measured(convs, loaded, workers=2)
+    for name in ("rows", "total", "supervised", "turns", "run_row", "run_start", "run_end"):
+        assert getattr(one, name).tolist() == getattr(two, name).tolist(), name

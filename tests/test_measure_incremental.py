@@ -64,7 +64,7 @@ def test_the_shortcut_is_taken_on_a_template_that_reads_messages_in_order():
     convs = make_conversations(80, seed=4)
     m = _used(_loaded("chatml"), convs)
     assert m._incremental is True
-    assert set(m._tails) >= {"user", "assistant"}
+    assert {role for *_, role in m._tails} >= {"user", "assistant"}
 
 
 LOOKS_AHEAD = (
@@ -126,3 +126,61 @@ def test_a_closing_text_the_marks_cannot_predict_switches_the_shortcut_off(monke
     assert _used(loaded, convs)._incremental is False
     fast, slow = _both(convs, loaded, monkeypatch)
     _same(fast, slow)
+
+
+# A closing text only rows with tools get: learned on rows without tools, it must not be assumed for rows with.
+CLOSES_WITH_TOOLS = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if tools %}<|im_start|>system\nTools: {{ tools | length }}<|im_end|>\n{% endif %}"
+)
+
+
+def test_rows_with_tools_after_rows_without_are_not_given_their_closing_text(monkeypatch):
+    loaded = _loaded("chatml", CLOSES_WITH_TOOLS)
+    convs = make_conversations(120, seed=9, rich=False)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    for conv in convs[70::4]:
+        conv["tools"] = [tool]
+    assert _used(loaded, convs)._incremental is True  # learned on the first 48 rows, none with tools
+    fast, slow = _both(convs, loaded, monkeypatch)
+    _same(fast, slow)
+    # the trainer cannot mask those multi-turn rows: each prefix closes without the tools block the whole has
+    for k in (70, 74):
+        if sum(m["role"] == "assistant" for m in convs[k]["messages"]) > 0:
+            with pytest.raises(Exception, match="answer-only loss mask"):
+                count_naive(loaded.tokenizer, convs[k])
+
+
+# The last message, read through a slice and a negative index before the loop: a look the probe must catch.
+READS_THE_LAST = (
+    "{% set rest = messages[1:] %}{% if rest and rest[-1].content.endswith('ZZZ') %}<|im_start|>x\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+)
+
+
+def test_a_negative_index_on_a_slice_marks_the_row(monkeypatch):
+    loaded = _loaded("chatml", READS_THE_LAST)
+    convs = make_conversations(120, seed=10, rich=False)
+    for conv in convs[70::3]:  # only after the first rows
+        conv["messages"][-1]["content"] += " ZZZ"
+    fast, slow = _both(convs, loaded, monkeypatch)
+    _same(fast, slow)
+
+
+def test_a_template_that_does_not_compile_is_check_templates_finding(cli, tmp_path):
+    """preflight: measuring in the pass needs a compiled template; a broken one is reported, not a crash."""
+    import json
+
+    data = tmp_path / "d.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}] * 3
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bad = tmp_path / "t.jinja"
+    bad.write_text("{% for m in messages %}{{ m.content }{% endfor %}")
+    r = cli(
+        "preflight", "--model", MODELS / "chatml", "--dataset", data, "--chat-template", bad,
+        "--out", tmp_path / "out", "--gpus", "1", "--gpu-memory", "24GiB",
+    )  # fmt: skip
+    assert r.exit_code in (1, 2), r.stderr
+    assert "internal_error" not in r.stderr and "Traceback" not in r.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["stopped_at"] == "check-template"
