@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 MODELS = Path(__file__).resolve().parent.parent / "fixtures" / "models"
+MODEL = MODELS / "chatml"
 
 
 def test_clean_template_exits_0_with_json(cli):
@@ -106,3 +107,42 @@ def test_command_module_does_not_import_transformers():
     code = "import sys, dataprep.cli.template_cmd; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+_LLAMA31_LIKE = (
+    "{% if date_string is not defined %}{% set date_string = '26 Jul 2024' %}{% endif %}"
+    "<|im_start|>system\nToday Date: {{ date_string }}<|im_end|>\n"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_date_variable_with_a_fixed_fallback_is_not_called_daily(cli):
+    # Llama 3.1 writes a fixed "26 Jul 2024" unless the caller passes date_string: "renderings change by
+    # day" was wrong for it (that is strftime_now's case).
+    doc = cli("check-template", MODELS / "chatml", "--chat-template", _LLAMA31_LIKE, "--json").json()
+    date = next(f for f in doc["findings"] if f["code"] == "date_injected")
+    assert "'date_string'" in date["message"] and "change by day" not in date["message"]
+    assert "change by day" not in date["hint"]
+    doc = cli("check-template", MODELS / "date", "--json").json()
+    date = next(f for f in doc["findings"] if f["code"] == "date_injected")
+    assert "strftime_now()" in date["message"] and "change by day" in date["message"]
+
+
+def test_unreadable_template_file_hint_names_no_missing_flag(cli, tmp_path):
+    # The catalogue's default hint said "... and --encoding", which check-template has not.
+    bad = tmp_path / "t.jinja"
+    bad.write_bytes(b"\xfe\xff\x00garbage\xff")
+    r = cli("check-template", MODELS / "chatml", "--chat-template", bad)
+    assert r.exit_code == 2 and "error[unreadable_input]" in r.stderr and "--encoding" not in r.stderr
+
+
+def test_check_template_non_utf8_chat_template_jinja_in_model_folder_is_unreadable_input(cli, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(MODEL, model)
+    (model / "chat_template.jinja").write_bytes(b"\xff\xfe{{ messages }}")
+    res = cli("check-template", model, "--json")
+    assert res.exit_code == 2, res
+    assert res.json()["findings"][0]["code"] == "unreadable_input"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 
 import click
 import pytest
@@ -20,6 +21,8 @@ from dataprep.cli._options import (
     parse_pairs,
 )
 from dataprep.errors import UsageError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "fixtures" / "configs"
 
 CONVERT_FLAGS = ("--format", "--map", "--role-map", "--system", "--take", "--text-only", "--encoding")
 PLAN_FLAGS = (
@@ -168,3 +171,27 @@ def test_every_command_reports_a_bad_pair_the_same_way(cli, tmp_path, monkeypatc
     assert "error[usage_error]: --map 'instruction': expected NAME=VALUE" in r.stderr
     assert [f["code"] for f in r.json()["findings"]] == ["usage_error"]
     assert not (tmp_path / "prep").exists() and not (tmp_path / "out.jsonl").exists()
+
+
+# -- command-line errors are findings too ---------------------------------------------------------------
+
+
+def test_bad_flag_is_a_usage_error_finding(cli):
+    r = cli("inspect", "--bogus", "x")
+    assert r.exit_code == 2
+    assert "error[usage_error]: No such option '--bogus'." in r.stderr
+    assert "hint: see `dataprep inspect --help`" in r.stderr
+
+
+def test_bad_flag_with_json_prints_one_json_document(cli):
+    # `dataprep plan ... --method foo --json` printed nothing on stdout: a pipeline had nothing to parse.
+    r = cli("plan", "--model", CONFIGS / "llama-3.2-1b", "--method", "foo", "--json")
+    assert r.exit_code == 2
+    doc = r.json()
+    assert [f["code"] for f in doc["findings"]] == ["usage_error"]
+    assert "--method" in doc["findings"][0]["message"]
+
+
+def test_help_and_no_args_still_work(cli):
+    assert cli("inspect", "--help").exit_code == 0
+    assert cli("--version").exit_code == 0

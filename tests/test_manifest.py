@@ -21,6 +21,9 @@ from dataprep.split import file_sha256
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SRC_MODEL = FIXTURES / "models" / "chatml-gen"
+MODELS = FIXTURES / "models"
+RECORDS = FIXTURES / "records"
+MODEL = MODELS / "chatml"
 
 
 @pytest.fixture
@@ -147,3 +150,30 @@ def test_cli_verify_manifest_model_not_found(tmp_path, cli, model_dir):
     path, _ = write_manifest(str(model_dir), tmp_path)
     r = cli("verify-manifest", path, "--model", "acme/not-there")
     assert r.exit_code == 2 and "model_not_found" in r.stderr
+
+
+def test_verify_manifest_of_a_wrong_file_hints_at_the_manifest(cli, tmp_path):
+    other = tmp_path / "report.json"
+    other.write_text("{}", encoding="utf-8")
+    for path in (other, RECORDS / "alpaca.csv"):
+        r = cli("verify-manifest", path, "--model", MODELS / "chatml")
+        assert r.exit_code == 2 and "hint: pass the manifest.json preflight wrote" in r.stderr, r
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"base_model": 5, "tokenizer_files": 5},
+        {"base_model": {}, "tokenizer_files": [1]},
+        {"base_model": {}, "tokenizer_files": {"a": 5}},
+        {"base_model": {}, "tokenizer_files": {}, "weights": 5},
+        {"base_model": {}, "tokenizer_files": {}, "weights": {"model.safetensors": 3}},
+        {"base_model": {}, "tokenizer_files": {}, "chat_template": 5},
+    ],
+)
+def test_verify_manifest_malformed_manifest_is_unreadable_input(cli, tmp_path, doc):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    res = cli("verify-manifest", path, "--model", MODEL, "--json")
+    assert res.exit_code == 2, res
+    assert res.json()["findings"][0]["code"] == "unreadable_input"

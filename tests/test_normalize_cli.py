@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "fixtures" / "records"
 DATA = ROOT / "fixtures" / "data"
+ALPACA = RECORDS / "alpaca.jsonl"
 
 
 def lines(path):
@@ -180,3 +181,116 @@ def test_help_has_an_example_and_the_exit_policy(cli):
     r = cli("normalize", "--help")
     assert r.exit_code == 0
     assert "dataprep normalize train.csv train.jsonl" in r.stdout and "--strict" in r.stdout
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _chat(i: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+
+
+def test_dedup_finding_has_a_true_hint_and_grammar(cli, tmp_path):
+    # "info[duplicate_row]: 1 exact duplicate rows dropped (--dedup)" with "hint: drop duplicates with --dedup".
+    src = _jsonl(tmp_path / "in.jsonl", [_chat(0), _chat(0), _chat(1)])
+    r = cli("normalize", src, tmp_path / "out.jsonl", "--dedup", "--json")
+    f = next(f for f in r.json()["findings"] if f["code"] == "duplicate_row")
+    assert f["message"] == "1 exact duplicate row dropped (--dedup)"
+    assert "--dedup" not in f["hint"]
+
+
+def test_map_syntax_error_hint_shows_a_column_mapping(cli, tmp_path):
+    src = _jsonl(tmp_path / "in.jsonl", [_chat(0)])
+    r = cli("normalize", src, tmp_path / "out.jsonl", "--map", "question")
+    assert r.exit_code == 2 and "e.g. --map instruction=question" in r.stderr
+
+
+def test_role_map_target_must_be_a_role(cli, tmp_path):
+    # --role-map narrator=god rejected every narrator row as unknown_role instead of saying the flag is wrong.
+    r = cli("normalize", RECORDS / "sharegpt.jsonl", tmp_path / "out.jsonl", "--role-map", "narrator=god")
+    assert r.exit_code == 2 and "error[usage_error]: --role-map narrator=god" in r.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+    r = cli(
+        "normalize", RECORDS / "sharegpt.jsonl", tmp_path / "out.jsonl", "--role-map", "narrator=Assistant"
+    )
+    assert r.exit_code == 0, r
+
+
+def test_normalize_out_dash_is_refused_not_a_file_named_dash(cli, tmp_path, monkeypatch):
+    # `dataprep normalize in.jsonl -` wrote a file literally named "-" (and "-.rejects.jsonl").
+    monkeypatch.chdir(tmp_path)
+    r = cli("normalize", RECORDS / "alpaca.jsonl", "-")
+    assert r.exit_code == 2 and "error[usage_error]" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_get_the_usual_file_mode_not_0600(cli, tmp_path):
+    # mkstemp's 0600 leaked into every atomic output: a trainer running as another user could not read them.
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        out = tmp_path / "out.jsonl"
+        assert cli("normalize", RECORDS / "alpaca.jsonl", out).exit_code == 0
+        for p in (out, tmp_path / "out.rejects.jsonl"):
+            assert p.stat().st_mode & 0o777 == 0o644, p
+    finally:
+        os.umask(mask)
+
+
+def test_normalize_of_a_file_where_no_line_parses_is_unreadable(cli, tmp_path):
+    # It said "unknown_schema: the input holds no records" (exit 1) for a file of unparseable lines, e.g.
+    # CSV piped to stdin, while inspect's hint promised normalize would send such lines to the rejects.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("garbage one\ngarbage two\n", encoding="utf-8")
+    r = cli("normalize", bad, tmp_path / "out.jsonl")
+    assert r.exit_code == 2 and "error[unreadable_input]" in r.stderr and "none of its 2 lines" in r.stderr, r
+    r = cli("normalize", "-", tmp_path / "out.jsonl", input=(RECORDS / "alpaca.csv").read_text())
+    assert r.exit_code == 2 and "is it really JSONL?" in r.stderr, r
+
+
+def _shards(tmp_path: Path) -> Path:
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    lines = ALPACA.read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "a.jsonl").write_text("".join(lines[:3]), encoding="utf-8")
+    (folder / "b.jsonl").write_text("".join(lines[3:6]), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("as_glob", [False, True])
+def test_normalize_force_never_overwrites_a_shard_of_a_folder_or_glob_input(cli, tmp_path, as_glob):
+    folder = _shards(tmp_path)
+    before = (folder / "a.jsonl").read_bytes()
+    inp = str(folder / "*.jsonl") if as_glob else str(folder)
+    res = cli("normalize", inp, folder / "a.jsonl", "--force", "--json")
+    assert res.exit_code == 2, res
+    assert res.json()["findings"][0]["code"] == "output_would_overwrite_input"
+    assert (folder / "a.jsonl").read_bytes() == before
+    # a new file beside the shards is still allowed, as before
+    assert cli("normalize", inp, folder / "new.jsonl").exit_code in (0, 1)
+    assert (folder / "new.jsonl").is_file()
+
+
+def test_map_rejects_record_is_the_line_as_written(cli, tmp_path):
+    # `normalize x.jsonl --map messages=conv`: the rejects' record came from the Arrow table (1 -> 1.0, and
+    # keys the line lacks as null) instead of the line.
+    def rec(weight, answer):
+        return {
+            "conv": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": answer, "weight": weight},
+            ]
+        }
+
+    p = _jsonl(tmp_path / "c.jsonl", [rec(1, ""), rec(1.5, "a")])
+    r = cli("normalize", p, tmp_path / "o.jsonl", "--map", "messages=conv")
+    assert r.exit_code == 0, r
+    (rej,) = [json.loads(x) for x in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
+    assert rej["row"] == 1
+    assert (
+        rej["record"]["messages"][1]["weight"] == 1
+        and '"weight":1}' in (tmp_path / "o.rejects.jsonl").read_text()
+    )

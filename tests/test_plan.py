@@ -297,3 +297,10 @@ def test_recommendation_always_divides_or_says_so(gpus, _, global_bs, seq):
     assert r.grad_accumulation * r.local_batch_size * gpus == r.global_batch_size
     codes = [f.code for f in p.findings]
     assert codes == ([] if global_bs % gpus == 0 and global_bs >= gpus else ["global_batch_not_divisible"])
+
+
+def test_expected_padded_length_ignores_malformed_values_keeps_good_ones():
+    good = {"padding": [{"batch_size": "x"}, {"batch_size": 8, "expected_max_len_random": 300.2}]}
+    assert expected_padded_length(good, 4, 1024) == 301
+    assert expected_padded_length({"tokens": {"total": {"max": "a"}}}, 4, 1024) is None
+    assert expected_padded_length({"tokens": {"total": {"max": 700}}}, 4, 512) == 512

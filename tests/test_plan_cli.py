@@ -10,6 +10,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "fixtures" / "configs"
+MODELS = ROOT / "fixtures" / "models"
+GOLDEN = ROOT / "fixtures" / "golden"
+MODEL = MODELS / "chatml"
 L1B = str(CONFIGS / "llama-3.2-1b")
 L8B = str(CONFIGS / "llama-3.1-8b")
 
@@ -150,3 +153,58 @@ def test_dataset_path_computes_stats(cli):
     assert d["parameters"] > 0
     assert d["recommendation"]["seq_length"] > 0
     assert d["memory"]["expected_padded_length"] is not None
+
+
+def test_plan_seq_length_zero_names_the_flag(cli):
+    # It said "plan needs --stats, --dataset or --seq-length" although --seq-length was given.
+    r = cli("plan", "--model", CONFIGS / "llama-3.2-1b", "--seq-length", "0")
+    assert r.exit_code == 2 and "error[usage_error]: --seq-length 0: must be positive" in r.stderr
+
+
+def test_plan_negative_memory_must_be_positive(cli):
+    # It said "'-5GiB': not a size with a unit".
+    r = cli("plan", "--model", CONFIGS / "llama-3.2-1b", "--seq-length", "1024", "--gpu-memory=-5GiB")
+    assert r.exit_code == 2 and "'-5GiB': must be positive" in r.stderr
+
+
+def test_plan_model_not_found_hint_names_no_missing_flag(cli, tmp_path):
+    # The hint said "or add --allow-download", a flag plan does not have.
+    r = cli("plan", "--model", "some-org/no-such-model", "--seq-length", "1024")
+    assert r.exit_code == 2 and "error[model_not_found]" in r.stderr
+    assert "--allow-download" not in r.stderr
+    assert "huggingface-cli download some-org/no-such-model" in r.stderr
+    r = cli("plan", "--model", tmp_path, "--seq-length", "1024")
+    assert r.exit_code == 2 and "--allow-download" not in r.stderr and "config.json" in r.stderr
+
+
+def test_default_global_batch_adapts_to_the_gpus(cli, tmp_path):
+    # `plan --gpus 3` (or `preflight --gpus 6`) failed with global_batch_not_divisible for a global batch of
+    # 32 the user never asked for. An explicit --global-batch-size 32 still is an error (tests/test_plan_cli).
+    doc = cli(
+        "plan", "--model", CONFIGS / "llama-3.2-1b", "--seq-length", "1024", "--gpus", "3", "--json"
+    ).json()
+    rec = doc["recommendation"]
+    assert doc["findings"] == [] and rec["global_batch_size"] % (rec["local_batch_size"] * 3) == 0
+    r = cli("preflight", "--model", MODELS / "chatml-gen", "--dataset", GOLDEN / "openai_messages.jsonl",
+            "--out", tmp_path / "o", "--gpus", "6")  # fmt: skip
+    assert r.exit_code == 0 and "preflight: PASS" in r.stderr, r
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [
+        {"tokens": 5},
+        {"tokens": {"total": 5}},
+        {"tokens": {"total": {"max": "a"}}},
+        {"padding": 5, "tokens": []},
+        {"padding": [{"batch_size": "x"}]},
+        {"padding": [{"batch_size": 4, "capped": [3], "expected_max_len_random": "z"}]},
+        {"padding": [{"batch_size": 4, "expected_max_len_random": float("nan")}]},
+    ],
+)
+def test_plan_malformed_stats_is_no_traceback(cli, tmp_path, stats):
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps(stats), encoding="utf-8")
+    res = cli("plan", "--model", MODEL, "--stats", path, "--seq-length", "1024", "--json")
+    assert res.exit_code in (0, 1)
+    assert json.loads(res.stdout)["overrides"]["dataset"]["seq_length"] == 1024

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
+
+import pytest
 
 from dataprep.messages import validate_file
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "fixtures" / "records"
 GOLDEN = ROOT / "fixtures" / "golden"
+FIXTURES = ROOT / "fixtures"
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _chat(i: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
 
 
 def test_validate_file_counts_and_lines():
@@ -96,3 +109,99 @@ def test_files_chat_dataset_cannot_read_are_flagged(cli, tmp_path):
         r = cli("validate", path, "--json")
         f = [f for f in r.json()["findings"] if f["code"] == "chat_dataset_cannot_read"]
         assert f and why in f[0]["message"] and f[0]["severity"] == "warning", r
+
+
+def test_validate_truncated_gzip_is_unreadable_not_aborted(cli, tmp_path):
+    # `dataprep validate x.jsonl.gz` on a truncated archive printed click's "Aborted!" with exit 1.
+    data = gzip.compress(b"".join(json.dumps(_chat(i)).encode() + b"\n" for i in range(5000)))
+    bad = tmp_path / "t.jsonl.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    r = cli("validate", bad)
+    assert r.exit_code == 2, r
+    assert "error[unreadable_input]" in r.stderr and "Aborted" not in r.stderr
+
+
+def test_validate_compressed_file_is_read(cli, tmp_path):
+    gz = tmp_path / "ok.jsonl.gz"
+    gz.write_bytes(gzip.compress((GOLDEN / "openai_messages.jsonl").read_bytes()))
+    r = cli("validate", gz)
+    assert r.exit_code == 0 and "3 rows, 3 valid, 0 invalid" in r.stderr, r
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [("empty.jsonl", b""), ("garbage.jsonl", bytes(range(256)) * 8), ("chat.parquet", None)],
+)
+def test_validate_refuses_what_is_not_jsonl_with_exit_2(cli, tmp_path, name, content):
+    # An empty file passed (exit 0, "0 rows"); binary data and Parquet gave one invalid_json per "line".
+    path = FIXTURES / "data" / name if content is None else tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    r = cli("validate", path, "--json")
+    assert r.exit_code == 2, r
+    assert [f["code"] for f in r.json()["findings"]] == ["unreadable_input"]
+
+
+def test_validate_accepts_what_chat_dataset_reads(cli, tmp_path):
+    # OpenAI form: content null next to tool_calls, dict arguments, content as a list of text parts.
+    row = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "get", "arguments": {"a": 1}}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            {"role": "assistant", "content": "Sunny."},
+        ]
+    }
+    r = cli("validate", _jsonl(tmp_path / "t.jsonl", [row]))
+    assert r.exit_code == 0 and "1 rows, 1 valid, 0 invalid" in r.stderr, r
+
+
+def test_validate_reports_one_problem_per_cause(cli, tmp_path):
+    # An image part was reported twice (non_text_content + missing_field); a broken tool call also made its
+    # tool answer a role_order problem.
+    image = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "q"}],
+            },
+            {"role": "assistant", "content": "a"},
+        ]
+    }
+    broken_call = {
+        "messages": [
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{x"}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "r"},
+            {"role": "assistant", "content": "a"},
+        ]
+    }
+    doc = cli("validate", _jsonl(tmp_path / "t.jsonl", [image, broken_call]), "--json").json()
+    assert [(p["line"], p["code"]) for p in doc["problems"]] == [
+        (1, "non_text_content"),
+        (2, "invalid_tool_call"),
+    ]
+    hint = next(f["hint"] for f in doc["findings"] if f["code"] == "non_text_content")
+    assert "normalize --text-only" in hint
+
+
+def test_validate_names_an_empty_messages_list(cli, tmp_path):
+    doc = cli("validate", _jsonl(tmp_path / "t.jsonl", [{"messages": []}]), "--json").json()
+    assert doc["problems"][0]["message"] == "the row has an empty 'messages' list"
+
+
+def test_validate_empty_stdin_is_unreadable(cli):
+    r = cli("validate", "-", input="")
+    assert r.exit_code == 2 and "error[unreadable_input]: -: empty input on stdin" in r.stderr, r
+    r = cli("validate", "-", input=(GOLDEN / "openai_messages.jsonl").read_text())
+    assert r.exit_code == 0, r

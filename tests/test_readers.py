@@ -1,4 +1,4 @@
-"""Regressions in the readers and normalize: wrong --encoding, shard schemas, --map records, the fast path."""
+"""dataprep.sources.readers: a wrong --encoding, shard schemas, --map records, the normalize fast path."""
 
 from __future__ import annotations
 
@@ -232,28 +232,6 @@ def test_map_keeps_exact_records(tmp_path):
     (b,) = list(open_source(str(p)).batches())
     r = _rename_batch(b, {"instruction": "q"})
     assert r.records() == [{"instruction": "x"}, {"instruction": "y", "extra": None}]
-
-
-def test_map_rejects_record_is_the_line_as_written(cli, tmp_path):
-    # `normalize x.jsonl --map messages=conv`: the rejects' record came from the Arrow table (1 -> 1.0, and
-    # keys the line lacks as null) instead of the line.
-    def rec(weight, answer):
-        return {
-            "conv": [
-                {"role": "user", "content": "q"},
-                {"role": "assistant", "content": answer, "weight": weight},
-            ]
-        }
-
-    p = _jsonl(tmp_path / "c.jsonl", [rec(1, ""), rec(1.5, "a")])
-    r = cli("normalize", p, tmp_path / "o.jsonl", "--map", "messages=conv")
-    assert r.exit_code == 0, r
-    (rej,) = [json.loads(x) for x in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]
-    assert rej["row"] == 1
-    assert (
-        rej["record"]["messages"][1]["weight"] == 1
-        and '"weight":1}' in (tmp_path / "o.rejects.jsonl").read_text()
-    )
 
 
 # -- 4. the one-query fast path: row numbers and rejects where the batch has gaps ----------------------------

@@ -1,0 +1,85 @@
+"""`dataprep preflight` end to end: summaries, shard folders, rejects, duplicates, outputs that overlap the inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+MODELS = FIXTURES / "models"
+CONFIGS = FIXTURES / "configs"
+GOLDEN = FIXTURES / "golden"
+MODEL = MODELS / "chatml"
+ALPACA = FIXTURES / "records" / "alpaca.jsonl"
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _chat(i: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+
+
+def test_preflight_oom_summary_says_it_does_not_fit(cli, tmp_path):
+    # The summary line read "local_batch_size None x grad_accumulation None".
+    model = tmp_path / "big"
+    shutil.copytree(MODELS / "chatml-gen", model)
+    shutil.copy(CONFIGS / "llama-3.1-70b" / "config.json", model / "config.json")
+    r = cli("preflight", "--model", model, "--dataset", GOLDEN / "openai_messages.jsonl", "--out", tmp_path / "o",
+            "--gpu-memory", "24GiB")  # fmt: skip
+    assert r.exit_code == 1 and "error[oom]" in r.stderr
+    assert "None" not in r.stderr and "plan: does not fit at seq_length" in r.stderr
+
+
+def test_preflight_reads_every_shard_of_a_messages_jsonl_folder(cli, tmp_path):
+    # Only the first file of a folder of messages JSONL shards was read: 20 rows in, 10 out, no word.
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    _jsonl(folder / "a.jsonl", [_chat(i) for i in range(10)])
+    _jsonl(folder / "b.jsonl", [_chat(i) for i in range(10, 20)])
+    out = tmp_path / "o"
+    r = cli("preflight", "--model", MODELS / "chatml-gen", "--dataset", folder, "--out", out)
+    assert r.exit_code == 0, r
+    kept = [
+        json.loads(x) for n in ("train.jsonl", "validation.jsonl") for x in (out / n).read_text().splitlines()
+    ]
+    assert sorted(c["messages"][0]["content"] for c in kept) == sorted(f"q{i}" for i in range(20))
+
+
+def test_preflight_rejects_a_non_utf8_line_instead_of_replacing_bytes(cli, tmp_path):
+    # Invalid bytes were decoded with errors="replace": "caf\ufffd" went into train.jsonl silently.
+    data = tmp_path / "d.jsonl"
+    good = json.dumps(_chat(1)).encode()
+    data.write_bytes(b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "x"}]}\n'
+                     + good + b"\n")  # fmt: skip
+    out = tmp_path / "o"
+    r = cli("preflight", "--model", MODELS / "chatml-gen", "--dataset", data, "--out", out, "--json")
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(x["row"], x["code"]) for x in rejects] == [(1, "invalid_json")], r
+    assert "\ufffd" not in (out / "train.jsonl").read_text() + (out / "validation.jsonl").read_text()
+
+
+def test_preflight_says_how_many_duplicates_it_kept(cli, tmp_path):
+    data = _jsonl(tmp_path / "d.jsonl", [_chat(i % 3) for i in range(12)])
+    r = cli(
+        "preflight", "--model", MODELS / "chatml-gen", "--dataset", data, "--out", tmp_path / "o", "--json"
+    )
+    assert r.exit_code == 0, r
+    dup = [f for f in r.json()["findings"] if f["code"] == "duplicate_row"]
+    assert len(dup) == 1 and dup[0]["severity"] == "info" and dup[0]["message"].startswith("9 of 12 ")
+
+
+def test_preflight_out_folder_never_overwrites_a_shard_of_the_dataset_folder(cli, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lines = ALPACA.read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "train.jsonl").write_text("".join(lines[:6]), encoding="utf-8")
+    before = (folder / "train.jsonl").read_bytes()
+    res = cli("preflight", "--model", MODEL, "--dataset", folder, "--out", folder, "--json")
+    assert res.exit_code == 2, res
+    assert "output_would_overwrite_input" in res.stdout
+    assert (folder / "train.jsonl").read_bytes() == before
