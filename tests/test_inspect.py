@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.rows import chat, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "fixtures" / "data"
@@ -201,22 +202,15 @@ def test_no_heavy_imports(args):
     assert heavy == set()
 
 
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def _chat(i: int) -> dict:
-    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-
-
 def test_inspect_shows_the_shape_normalize_uses(cli, tmp_path):
     # A folder of shards whose first file is alpaca and second messages: inspect said alpaca (the first
     # file's schema), normalize detected openai_messages from the first rows' column union.
     folder = tmp_path / "shards"
     folder.mkdir()
-    _jsonl(folder / "a.jsonl", [{"instruction": f"i{i}", "input": "", "output": f"o{i}"} for i in range(3)])
-    _jsonl(folder / "b.jsonl", [_chat(i) for i in range(3)])
+    write_jsonl(
+        folder / "a.jsonl", [{"instruction": f"i{i}", "input": "", "output": f"o{i}"} for i in range(3)]
+    )
+    write_jsonl(folder / "b.jsonl", [chat(i) for i in range(3)])
     shape = cli("inspect", folder, "--json").json()["shape"]["shape"]
     r = cli("normalize", folder, tmp_path / "out.jsonl", "--json")
     assert r.json()["detection"]["shape"] == shape

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.rows import chat, write_jsonl
+
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "fixtures" / "records"
 DATA = ROOT / "fixtures" / "data"
@@ -183,18 +185,9 @@ def test_help_has_an_example_and_the_exit_policy(cli):
     assert "dataprep normalize train.csv train.jsonl" in r.stdout and "--strict" in r.stdout
 
 
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def _chat(i: int) -> dict:
-    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-
-
 def test_dedup_finding_has_a_true_hint_and_grammar(cli, tmp_path):
     # "info[duplicate_row]: 1 exact duplicate rows dropped (--dedup)" with "hint: drop duplicates with --dedup".
-    src = _jsonl(tmp_path / "in.jsonl", [_chat(0), _chat(0), _chat(1)])
+    src = write_jsonl(tmp_path / "in.jsonl", [chat(0), chat(0), chat(1)])
     r = cli("normalize", src, tmp_path / "out.jsonl", "--dedup", "--json")
     f = next(f for f in r.json()["findings"] if f["code"] == "duplicate_row")
     assert f["message"] == "1 exact duplicate row dropped (--dedup)"
@@ -202,7 +195,7 @@ def test_dedup_finding_has_a_true_hint_and_grammar(cli, tmp_path):
 
 
 def test_map_syntax_error_hint_shows_a_column_mapping(cli, tmp_path):
-    src = _jsonl(tmp_path / "in.jsonl", [_chat(0)])
+    src = write_jsonl(tmp_path / "in.jsonl", [chat(0)])
     r = cli("normalize", src, tmp_path / "out.jsonl", "--map", "question")
     assert r.exit_code == 2 and "e.g. --map instruction=question" in r.stderr
 
@@ -285,7 +278,7 @@ def test_map_rejects_record_is_the_line_as_written(cli, tmp_path):
             ]
         }
 
-    p = _jsonl(tmp_path / "c.jsonl", [rec(1, ""), rec(1.5, "a")])
+    p = write_jsonl(tmp_path / "c.jsonl", [rec(1, ""), rec(1.5, "a")])
     r = cli("normalize", p, tmp_path / "o.jsonl", "--map", "messages=conv")
     assert r.exit_code == 0, r
     (rej,) = [json.loads(x) for x in (tmp_path / "o.rejects.jsonl").read_text().splitlines()]

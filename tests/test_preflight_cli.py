@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+from tests.rows import chat, write_jsonl
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 MODELS = FIXTURES / "models"
@@ -13,15 +15,6 @@ CONFIGS = FIXTURES / "configs"
 GOLDEN = FIXTURES / "golden"
 MODEL = MODELS / "chatml"
 ALPACA = FIXTURES / "records" / "alpaca.jsonl"
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def _chat(i: int) -> dict:
-    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
 
 
 def test_preflight_oom_summary_says_it_does_not_fit(cli, tmp_path):
@@ -39,8 +32,8 @@ def test_preflight_reads_every_shard_of_a_messages_jsonl_folder(cli, tmp_path):
     # Only the first file of a folder of messages JSONL shards was read: 20 rows in, 10 out, no word.
     folder = tmp_path / "shards"
     folder.mkdir()
-    _jsonl(folder / "a.jsonl", [_chat(i) for i in range(10)])
-    _jsonl(folder / "b.jsonl", [_chat(i) for i in range(10, 20)])
+    write_jsonl(folder / "a.jsonl", [chat(i) for i in range(10)])
+    write_jsonl(folder / "b.jsonl", [chat(i) for i in range(10, 20)])
     out = tmp_path / "o"
     r = cli("preflight", "--model", MODELS / "chatml-gen", "--dataset", folder, "--out", out)
     assert r.exit_code == 0, r
@@ -53,7 +46,7 @@ def test_preflight_reads_every_shard_of_a_messages_jsonl_folder(cli, tmp_path):
 def test_preflight_rejects_a_non_utf8_line_instead_of_replacing_bytes(cli, tmp_path):
     # Invalid bytes were decoded with errors="replace": "caf\ufffd" went into train.jsonl silently.
     data = tmp_path / "d.jsonl"
-    good = json.dumps(_chat(1)).encode()
+    good = json.dumps(chat(1)).encode()
     data.write_bytes(b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "x"}]}\n'
                      + good + b"\n")  # fmt: skip
     out = tmp_path / "o"
@@ -64,7 +57,7 @@ def test_preflight_rejects_a_non_utf8_line_instead_of_replacing_bytes(cli, tmp_p
 
 
 def test_preflight_says_how_many_duplicates_it_kept(cli, tmp_path):
-    data = _jsonl(tmp_path / "d.jsonl", [_chat(i % 3) for i in range(12)])
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(i % 3) for i in range(12)])
     r = cli(
         "preflight", "--model", MODELS / "chatml-gen", "--dataset", data, "--out", tmp_path / "o", "--json"
     )

@@ -15,14 +15,14 @@ import pytest
 from dataprep.errors import UnreadableInput
 from dataprep.sources import open_source
 from dataprep.sources.readers import Source
+from tests.rows import write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "fixtures" / "data"
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
+    return write_jsonl(path, rows, ensure_ascii=False)
 
 
 # -- 1. a wrong --encoding is unreadable_input (exit 2), never a traceback ------------------------------------

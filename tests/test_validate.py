@@ -9,20 +9,12 @@ from pathlib import Path
 import pytest
 
 from dataprep.messages import validate_file
+from tests.rows import chat, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "fixtures" / "records"
 GOLDEN = ROOT / "fixtures" / "golden"
 FIXTURES = ROOT / "fixtures"
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def _chat(i: int) -> dict:
-    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
 
 
 def test_validate_file_counts_and_lines():
@@ -113,7 +105,7 @@ def test_files_chat_dataset_cannot_read_are_flagged(cli, tmp_path):
 
 def test_validate_truncated_gzip_is_unreadable_not_aborted(cli, tmp_path):
     # `dataprep validate x.jsonl.gz` on a truncated archive printed click's "Aborted!" with exit 1.
-    data = gzip.compress(b"".join(json.dumps(_chat(i)).encode() + b"\n" for i in range(5000)))
+    data = gzip.compress(b"".join(json.dumps(chat(i)).encode() + b"\n" for i in range(5000)))
     bad = tmp_path / "t.jsonl.gz"
     bad.write_bytes(data[: len(data) // 2])
     r = cli("validate", bad)
@@ -158,7 +150,7 @@ def test_validate_accepts_what_chat_dataset_reads(cli, tmp_path):
             {"role": "assistant", "content": "Sunny."},
         ]
     }
-    r = cli("validate", _jsonl(tmp_path / "t.jsonl", [row]))
+    r = cli("validate", write_jsonl(tmp_path / "t.jsonl", [row]))
     assert r.exit_code == 0 and "1 rows, 1 valid, 0 invalid" in r.stderr, r
 
 
@@ -186,7 +178,7 @@ def test_validate_reports_one_problem_per_cause(cli, tmp_path):
             {"role": "assistant", "content": "a"},
         ]
     }
-    doc = cli("validate", _jsonl(tmp_path / "t.jsonl", [image, broken_call]), "--json").json()
+    doc = cli("validate", write_jsonl(tmp_path / "t.jsonl", [image, broken_call]), "--json").json()
     assert [(p["line"], p["code"]) for p in doc["problems"]] == [
         (1, "non_text_content"),
         (2, "invalid_tool_call"),
@@ -196,7 +188,7 @@ def test_validate_reports_one_problem_per_cause(cli, tmp_path):
 
 
 def test_validate_names_an_empty_messages_list(cli, tmp_path):
-    doc = cli("validate", _jsonl(tmp_path / "t.jsonl", [{"messages": []}]), "--json").json()
+    doc = cli("validate", write_jsonl(tmp_path / "t.jsonl", [{"messages": []}]), "--json").json()
     assert doc["problems"][0]["message"] == "the row has an empty 'messages' list"
 
 
