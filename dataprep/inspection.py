@@ -83,16 +83,14 @@ def _text_bytes(src: Source) -> int:
 def _detect_shape(
     head: list[Any], columns: list[str], sample: list[dict[str, Any]]
 ) -> tuple[dict[str, Any] | None, list[Finding]]:
-    """The record shape from the converters registry (when that package is installed).
+    """The record shape from the converters registry.
 
     Detected from the same first rows and column union as ``dataprep normalize``, so both name one shape.
     """
-    try:
-        from converters.registry import detect
+    from converters.registry import detect
 
-        from .normalize import detection_input
-    except ImportError:
-        return None, []
+    from .normalize import detection_input
+
     columns, sample = detection_input(head, columns)
     try:
         return detect(columns, sample).to_dict(), []
@@ -116,10 +114,8 @@ def inspect_input(path: str, *, encoding: str | None = None, sample_rows: int = 
     )
     records: list[dict[str, Any]] = []
     head: list[Any] = []  # the first batches, up to the rows normalize's shape detection reads
-    try:
-        from .normalize import DETECT_ROWS
-    except ImportError:  # without the converters package there is no shape to detect
-        DETECT_ROWS = 0  # noqa: N806
+    from .normalize import DETECT_ROWS
+
     rows = 0
     for batch in src.batches():
         if batch.errors:

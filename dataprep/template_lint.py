@@ -30,7 +30,6 @@ from typing import Any
 from . import trainer
 from .findings import Finding, Severity, finding
 from .render import DEFAULT_LIMITS, Limits, Rendered, RenderError, compile_template, render_for
-from .safejson import loads as safe_loads
 
 # ------------------------------------------------------------------------------------------------
 # Supervised spans (shared with stats)
@@ -694,7 +693,7 @@ class DatasetCheck:
     path: str
     rows_rendered: int
     rows_failed: int
-    reader: str  # "dataprep.normalize" | "messages-jsonl" | "preflight" (rows kept as it split)
+    reader: str  # "dataprep.normalize" | "preflight" (the rows preflight kept as it split)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -736,27 +735,9 @@ class TemplateReport:
 
 
 def _read_rows(path: str, samples: int) -> tuple[Iterable[tuple[int, dict]], str]:
-    try:
-        from .normalize import iter_conversations
-    except ImportError:  # pragma: no cover - normalize is part of the package
-        return _jsonl_rows(path), "messages-jsonl"
+    from .normalize import iter_conversations
+
     return iter_conversations(path), "dataprep.normalize"
-
-
-def _jsonl_rows(path: str) -> Iterable[tuple[int, dict]]:
-
-    from .errors import UnreadableInput
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        yield n, safe_loads(line)
-                    except json.JSONDecodeError:
-                        continue
-    except OSError as err:
-        raise UnreadableInput(path, str(err)) from err
 
 
 def check_dataset(

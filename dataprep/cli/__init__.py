@@ -74,12 +74,7 @@ def _bug(err: BaseException) -> None:
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in COMMANDS if self._spec_importable(name)]
-
-    @staticmethod
-    def _spec_importable(name: str) -> bool:
-        module = COMMANDS[name].split(":")[0]
-        return importlib.util.find_spec(module) is not None
+        return list(COMMANDS)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["dataprep.argv"] = list(args)  # for usage errors: was --json asked for?
@@ -120,7 +115,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         spec = COMMANDS.get(name)
-        if spec is None or not self._spec_importable(name):
+        if spec is None:
             return None
         module, attr = spec.split(":")
         return getattr(importlib.import_module(module), attr)
