@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from dataprep import messages as _messages
 from dataprep.safejson import loads as safe_loads
 from dataprep.sources.base import Batch
 
@@ -31,10 +32,8 @@ ROLE_ALIASES: Mapping[str, str] = {
     "function_call": "function_call",
 }
 
-TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
-NON_TEXT_PART_TYPES = frozenset(
-    {"image", "image_url", "input_image", "audio", "input_audio", "audio_url", "video", "video_url", "file"}
-)
+# the content-part types, as the schema (dataprep.messages) names them
+TEXT_PART_TYPES, NON_TEXT_PART_TYPES = _messages.TEXT_PART_TYPES, _messages.NON_TEXT_PART_TYPES
 
 
 class RowReject(Exception):  # noqa: N818 - a control-flow signal, caught per row

@@ -263,7 +263,7 @@ def _as_chat_dataset_reads(obj: Any) -> tuple[Any, list[Problem]]:
     """
     if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
         return obj, []
-    from converters._common import RowReject, content_text
+    from .trainer import message_text
 
     problems: list[Problem] = []
     messages = []
@@ -273,16 +273,10 @@ def _as_chat_dataset_reads(obj: Any) -> tuple[Any, list[Problem]]:
             and "content" in m
             and (m["content"] is None or isinstance(m["content"], list))
         ):
-            where = f"message {i} ({m.get('role')})"
-            try:
-                text = content_text(m["content"], False, where)
-            except RowReject as r:
-                problems.append(Problem(r.code, r.message, i))
-                try:  # go on with what ChatDataset would see: the text parts
-                    text = content_text(m["content"], True, where)
-                except RowReject:
-                    text = ""
-            m = {**m, "content": text}
+            found = _part_problem(m["content"], f"message {i} ({m.get('role')})")
+            if found is not None:
+                problems.append(Problem(*found, i))
+            m = {**m, "content": message_text(m["content"])}  # what ChatDataset hands the template
         if isinstance(m, dict) and isinstance(m.get("tool_calls"), list):
             # ChatDataset JSON-dumps non-string arguments.
             calls = [
@@ -296,6 +290,33 @@ def _as_chat_dataset_reads(obj: Any) -> tuple[Any, list[Problem]]:
             m = {**m, "tool_calls": calls}
         messages.append(m)
     return {**obj, "messages": messages}, problems
+
+
+TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
+NON_TEXT_PART_TYPES = frozenset(
+    {"image", "image_url", "input_image", "audio", "input_audio", "audio_url", "video", "video_url", "file"}
+)
+
+
+def _part_problem(content: Any, where: str) -> tuple[str, str] | None:
+    """(code, message) of the first content part ChatDataset would drop without a word: a part that is not an
+    object, a text part whose text is not under ``text``, an image/audio/video part, a part of unknown type."""
+    if not isinstance(content, list):
+        return None
+    for part in content:
+        if not isinstance(part, dict):
+            return "missing_field", f"{where}: content part {part!r} is not an object (ChatDataset drops it)"
+        kind = part.get("type") or ("text" if part.get("text") is not None else None)
+        if kind in TEXT_PART_TYPES:
+            if not isinstance(part.get("text"), str):
+                return "missing_field", f"{where}: a text part without 'text' (ChatDataset reads only 'text')"
+        elif kind in NON_TEXT_PART_TYPES or any(
+            part.get(k) is not None for k in ("image", "image_url", "audio")
+        ):
+            return "non_text_content", f"{where} has a {kind or 'media'} part"
+        else:
+            return "non_text_content", f"{where} has a content part of unknown type {kind!r}"
+    return None
 
 
 def chat_dataset_file_problem(path: str, compression: str | None = None) -> str | None:

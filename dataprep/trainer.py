@@ -91,7 +91,9 @@ class RowRejected(ValueError):
 
 
 # -- steps 1-3: the row as the template receives it ----------------------------------------------------------
-def _content(value: Any) -> str:
+def message_text(value: Any) -> str:
+    """A message's content as ChatDataset hands it to the template: the ``text`` of each part joined with " "
+    (other parts dropped), None as ""."""
     if isinstance(value, list):
         return " ".join(p["text"] for p in value if isinstance(p, dict) and "text" in p)
     if value is None:
@@ -144,7 +146,7 @@ def clean_messages(messages: Any) -> list[dict[str, Any]]:
         if role not in ROLES:
             raise RowRejected("unknown_role", f"message {i} has role {role!r}")
         c = dict(m)
-        c["content"] = _content(m.get("content"))
+        c["content"] = message_text(m.get("content"))
         if role == "assistant":
             if "reasoning_content" in m:
                 r = m.get("reasoning_content")

@@ -24,6 +24,10 @@ LAYERS: list[list[str]] = [
         "dataprep.sources",
     ],
     [
+        "dataprep.trainer",
+        "dataprep.messages",
+    ],  # the schema and the trainer's view of a row: converters target them
+    [
         "converters._common",
         "converters._flat",
         "converters.alpaca",
@@ -36,7 +40,6 @@ LAYERS: list[list[str]] = [
         "converters.registry",
         "converters",
     ],
-    ["dataprep.trainer", "dataprep.messages"],
     ["dataprep.tokenizer", "dataprep.render"],
     ["dataprep.measure"],
     ["dataprep.split", "dataprep.quality", "dataprep.neardup"],

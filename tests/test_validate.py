@@ -197,3 +197,23 @@ def test_validate_empty_stdin_is_unreadable(cli):
     assert r.exit_code == 2 and "error[unreadable_input]: -: empty input on stdin" in r.stderr, r
     r = cli("validate", "-", input=(GOLDEN / "openai_messages.jsonl").read_text())
     assert r.exit_code == 0, r
+
+
+def test_validate_reads_list_content_as_the_trainer_model_does():
+    """validate's view of a row is the trainer's: text parts joined with " " (not the converters' "\\n"), and
+    a part ChatDataset would drop without a word is a problem."""
+    from dataprep import trainer
+    from dataprep.messages import _as_chat_dataset_reads
+
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    row = {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "c"}]}
+    seen, problems = _as_chat_dataset_reads(row)
+    assert problems == []
+    assert seen["messages"][0]["content"] == trainer.row_inputs(row)[0][0]["content"] == "a b"
+    for part, code in (
+        ({"type": "text", "value": "x"}, "missing_field"),  # LLaMA-Factory's key: ChatDataset reads only "text"
+        ({"type": "image_url", "image_url": {"url": "u"}}, "non_text_content"),
+        ("plain", "missing_field"),
+    ):
+        bad = {"messages": [{"role": "user", "content": [part]}, {"role": "assistant", "content": "c"}]}
+        assert [p.code for p in _as_chat_dataset_reads(bad)[1]] == [code], part
