@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import os
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,6 +181,20 @@ def read_cli_value(text: str) -> Any:
         return text
 
 
+def literal(v: Any) -> str:
+    """A Python literal ``ast.literal_eval`` reads back as ``v``, strings in double quotes (so the shell's single
+    quotes wrap it cleanly)."""
+    import json
+
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{literal(str(k))}: {literal(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(literal(x) for x in v) + "]"
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    return repr(v)
+
+
 def _cli_value(v: Any) -> str:
     """A value written so that AutoModel's reader gives it back unchanged."""
     if v is None:
@@ -189,11 +203,11 @@ def _cli_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
-    if isinstance(v, (list, tuple, dict)):
-        return repr(_plain(v))
+    if isinstance(v, (list, tuple, Mapping)):
+        return literal(v)
     text = str(v)
     # A string that would read back as something else ("8", "True", "[1]") goes quoted.
-    return text if read_cli_value(text) == text and type(read_cli_value(text)) is str else repr(text)
+    return text if read_cli_value(text) == text and type(read_cli_value(text)) is str else literal(text)
 
 
 def command_line(
@@ -207,14 +221,21 @@ def command_line(
     A value that starts with ``-`` or spans lines is written ``--key=value``, since AutoModel's parser
     would otherwise take it for the next flag.
     """
-    parts = [program, shlex.quote(config)]
-    for key, value in dotted_items(overrides):
+    return " ".join([program, shlex.quote(config), *cli_arguments(dotted_items(overrides))])
+
+
+def cli_arguments(items: Iterable[tuple[str, Any]]) -> list[str]:
+    """``--dotted.key value`` per (key, value), shell-quoted: the one writer of AutoModel overrides (plan,
+    preflight and recipe.yaml's command line all print through it). A value that starts with ``-``, spans lines
+    or is empty is written ``--key=value``, since AutoModel's parser would otherwise take it for the next flag."""
+    out = []
+    for key, value in items:
         text = _cli_value(value)
         if text.startswith("-") or "\n" in text or text == "":
-            parts.append(shlex.quote(f"--{key}={text}"))
+            out.append(shlex.quote(f"--{key}={text}"))
         else:
-            parts += [f"--{key}", shlex.quote(text)]
-    return " ".join(parts)
+            out.append(f"--{key} {shlex.quote(text)}")
+    return out
 
 
 def to_yaml(overrides: Mapping[str, Any], *, header: str | None = None) -> str:

@@ -21,7 +21,6 @@ checkpointing); each ``oom`` remedy carries its ``time_ratio`` against the setup
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -218,28 +217,9 @@ class PlanResult:
 
     def cli_overrides(self) -> list[str]:
         """The overrides as AutoModel command-line arguments, one ``--dotted.key value`` per entry."""
-        return [f"--{key} {shlex.quote(_cli_value(v))}" for key, v in flatten(self.overrides())]
+        from .overrides import cli_arguments, dotted_items
 
-
-def flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            out += flatten(v, key)
-        else:
-            out.append((key, v))
-    return out
-
-
-def _cli_value(v: Any) -> str:
-    import json
-
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return json.dumps(list(v))
-    return str(v)
+        return cli_arguments(dotted_items(self.overrides()))
 
 
 # -- stats ---------------------------------------------------------------------------------------------------

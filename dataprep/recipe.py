@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import DataprepError, UsageError
 from .findings import Finding, finding
-from .overrides import CHAT_DATASET_KEYS, CHAT_DATASET_TARGET, DATASET_SECTIONS, PEFT_TARGET
+from .overrides import CHAT_DATASET_KEYS, CHAT_DATASET_TARGET, DATASET_SECTIONS, PEFT_TARGET, literal
 
 LITERAL_LIMIT = 1000  # translate_value leaves longer strings unparsed
 CHAT_DATASET_TARGETS = frozenset({CHAT_DATASET_TARGET, "nemo_automodel.components.datasets.llm.ChatDataset"})
@@ -612,14 +612,14 @@ def compose_overrides(
                 sets.append((key, None))
             elif isinstance(x, dict) and isinstance(y, dict):
                 if any(kk not in y for kk in x):  # a key must go: the whole section as one value
-                    if len(_literal(y)) > LITERAL_LIMIT:
+                    if len(literal(y)) > LITERAL_LIMIT:
                         too_long.append(key)
                     sets.append((key, y))
                 else:
                     walk(x, y, key + ".")
             elif x != y or type(x) is not type(y):
                 if isinstance(y, dict):
-                    if len(_literal(y)) > LITERAL_LIMIT:
+                    if len(literal(y)) > LITERAL_LIMIT:
                         too_long.append(key)
                     sets.append((key, y))
                 else:
@@ -629,34 +629,13 @@ def compose_overrides(
     return sets, too_long
 
 
-def _literal(v: Any) -> str:
-    """A Python literal ``ast.literal_eval`` reads back as ``v``, strings in double quotes (so the shell's
-    single quotes wrap it cleanly)."""
-    import json
-
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_literal(str(k))}: {_literal(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_literal(x) for x in v) + "]"
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    return repr(v)
-
-
 def command_line(recipe_path: str, sets: Sequence[tuple[str, Any]], *, program: str = "automodel") -> str:
     """``automodel RECIPE --key value ...`` for a POSIX shell; dict values as Python literals."""
     import shlex
 
-    from .overrides import _cli_value
+    from .overrides import cli_arguments
 
-    parts = [program, shlex.quote(recipe_path)]
-    for key, value in sets:
-        text = _literal(value) if isinstance(value, dict) else _cli_value(value)
-        if text.startswith("-") or "\n" in text or text == "":
-            parts.append(shlex.quote(f"--{key}={text}"))
-        else:
-            parts += [f"--{key}", shlex.quote(text)]
-    return " ".join(parts)
+    return " ".join([program, shlex.quote(recipe_path), *cli_arguments(sets)])
 
 
 def nested(sets: Sequence[tuple[str, Any]]) -> dict[str, Any]:

@@ -177,3 +177,26 @@ def test_deep_merge_and_dotted_items():
     merged = deep_merge({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"c": 3}, "e": {"f": 4}})
     assert merged == {"a": {"b": 1, "c": 3}, "d": 1, "e": {"f": 4}}
     assert dict(dotted_items(merged)) == {"a.b": 1, "a.c": 3, "d": 1, "e.f": 4}
+
+
+def test_one_writer_for_every_override_command_line():
+    """plan's cli_overrides, preflight's command line and recipe.yaml's all go through cli_arguments: lists and
+    dicts as double-quoted literals, a string that would read back as a number stays a string."""
+    from dataprep.modelconfig import load_model_config
+    from dataprep.overrides import cli_arguments
+    from dataprep.plan import make_plan
+    from dataprep.recipe import command_line as recipe_command_line
+
+    over = {"a": {"s": "8", "l": ["q_proj"], "d": {"x": "y"}, "neg": -1, "t": True}}
+    args = cli_arguments(dotted_items(over))
+    assert args == [
+        "--a.s '\"8\"'", "--a.l '[\"q_proj\"]'", "--a.d.x y", "--a.neg=-1", "--a.t true",
+    ]  # fmt: skip
+    assert command_line(over, config="r.yaml") == "automodel r.yaml " + " ".join(args)
+    assert recipe_command_line("r.yaml", list(dotted_items(over))) == command_line(over, config="r.yaml")
+    assert automodel_parse(command_line(over))[1] == over
+    m8b = load_model_config(
+        str(Path(__file__).resolve().parent.parent / "fixtures" / "configs" / "llama-3.1-8b")
+    )
+    plan = make_plan(m8b, seq_length=2048, gpus=8, method="lora")
+    assert plan.cli_overrides() == cli_arguments(dotted_items(plan.overrides()))

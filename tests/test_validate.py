@@ -211,7 +211,10 @@ def test_validate_reads_list_content_as_the_trainer_model_does():
     assert problems == []
     assert seen["messages"][0]["content"] == trainer.row_inputs(row)[0][0]["content"] == "a b"
     for part, code in (
-        ({"type": "text", "value": "x"}, "missing_field"),  # LLaMA-Factory's key: ChatDataset reads only "text"
+        (
+            {"type": "text", "value": "x"},
+            "missing_field",
+        ),  # LLaMA-Factory's key: ChatDataset reads only "text"
         ({"type": "image_url", "image_url": {"url": "u"}}, "non_text_content"),
         ("plain", "missing_field"),
     ):
