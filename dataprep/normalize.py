@@ -226,6 +226,8 @@ def _sample(batches: list[Batch]) -> list[dict[str, Any]]:
         need = SAMPLE_ROWS - len(out)
         if need <= 0:
             break
+        # min(): a table with no columns (a batch of {} rows) slices to any length pyarrow is asked for
+        need = min(need, len(b))
         out.extend(b.table.slice(0, need).to_pylist() if b.table is not None else b.records()[:need])
     return out
 

@@ -252,3 +252,16 @@ def test_random_input_never_crashes_and_always_reconciles(tmp_path_factory, line
     assert (d / "a.rejects.jsonl").read_text(encoding="utf-8").count("\n") == r1.rejected
     for line in out_lines:
         assert validate_conversation(json.loads(line)) == []
+
+
+def test_batches_of_empty_objects_do_not_change_the_detected_shape(tmp_path):
+    """Found by the property test above: a first batch of ``{}`` rows is a table with no columns, which pyarrow
+    slices to any length asked, so the detection sample filled with empty rows at batch_rows=3 and the shape
+    (and so the output) depended on how the input was batched."""
+    src = tmp_path / "in.jsonl"
+    lines = ["{}", "{}", "{}", '{"messages": [{"role": "user", "content": null}], "instruction": 0, "output": 0}']
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    normalize(src, tmp_path / "a.jsonl")
+    normalize(src, tmp_path / "b.jsonl", batch_rows=3)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert (tmp_path / "a.rejects.jsonl").read_bytes() == (tmp_path / "b.rejects.jsonl").read_bytes()
