@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .atomic import atomic_write
+from .defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEQ_LENGTHS
 from .errors import (
     DataprepError,
     MissingDependency,
@@ -55,8 +56,6 @@ APPROVED_OUTPUTS = ("overrides", "manifest", "recipe", "chat_template")
 REPORT_VERSION = 1
 MAX_ROWS_LISTED = 100
 TEMPLATE_SAMPLE = 32  # conversations check-template renders from the dataset
-DEFAULT_SEQ_LENGTHS = (512, 1024, 2048, 4096, 8192)
-DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
 
 Method = Literal["sft", "lora", "qlora"]
 StepStatus = Literal["ok", "warning", "error", "skipped", "not_run"]

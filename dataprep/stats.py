@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from .defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEQ_LENGTHS
 from .findings import CATALOGUE, Finding, finding
 from .measure import TokenCounts, measure_conversations
 from .trainer import AUTOMODEL_VERSION, MASK_SOURCE_MEANING
 
-DEFAULT_SEQ_LENGTHS: tuple[int, ...] = (512, 1024, 2048, 4096, 8192)
-DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16)
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 SEQ_MULTIPLE = 256
 COVERAGE_PERCENTILE = 99

@@ -13,7 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Lowest first. A module may import from its own layer or an earlier one.
 LAYERS: list[list[str]] = [
-    ["dataprep", "dataprep.errors", "dataprep.findings", "dataprep.safejson", "dataprep.atomic"],
+    [
+        "dataprep",
+        "dataprep.errors",
+        "dataprep.findings",
+        "dataprep.safejson",
+        "dataprep.atomic",
+        "dataprep.defaults",
+    ],
     [
         "dataprep.sources.base",
         "dataprep.sources.jsonl",

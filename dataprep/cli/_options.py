@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from ..defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEQ_LENGTHS
 from ..errors import UsageError
 
 # The values make_plan and the stats tables use when a flag is not given (shown in --help).
@@ -33,8 +34,10 @@ PLAN_DEFAULTS: dict[str, object] = {
     "param_dtype": "bf16",
     "margin": 0.1,
 }
-SEQ_LENGTHS = "512,1024,2048,4096,8192"
-BATCH_SIZES = "1,2,4,8,16"
+SEQ_LENGTHS = ",".join(
+    map(str, DEFAULT_SEQ_LENGTHS)
+)  # the library's defaults, written as the flag takes them
+BATCH_SIZES = ",".join(map(str, DEFAULT_BATCH_SIZES))
 
 _PAIR_EXAMPLE = {"--role-map": "gpt=assistant", "--map": "instruction=question"}
 
