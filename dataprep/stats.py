@@ -706,3 +706,35 @@ def _linted(items: Iterable[tuple[int, dict]], lint: Any) -> Iterator[tuple[int,
     for row, conv in items:
         lint.add(row, conv)
         yield row, conv
+
+
+def write_per_row(out: str, counts: Any) -> None:
+    """row, total, supervised, turns per measured row; Parquet or JSONL by extension; atomic."""
+    from pathlib import Path
+
+    from .atomic import atomic_path, atomic_write
+
+    if Path(out).suffix.lower() in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table(
+            {
+                "row": counts.rows,
+                "total": counts.total,
+                "supervised": counts.supervised,
+                "turns": counts.turns,
+            }
+        )
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)
+        return
+    with atomic_write(out) as fh:
+        for r, t, s, u in zip(
+            counts.rows.tolist(),
+            counts.total.tolist(),
+            counts.supervised.tolist(),
+            counts.turns.tolist(),
+            strict=True,
+        ):
+            fh.write(f'{{"row":{r},"total":{t},"supervised":{s},"turns":{u}}}\n')

@@ -153,6 +153,8 @@ def stats_cmd(
                 progress=advance,
             )
         if per_row:
+            from ..stats import write_per_row
+
             write_per_row(per_row, result.counts)
         findings = list(result.findings)
         checked = None
@@ -195,36 +197,6 @@ def _check_per_row(per_row: str, path: str, force: bool) -> None:
     if Path(per_row).suffix.lower() not in _PER_ROW_SUFFIXES:
         raise UsageError(f"--per-row {per_row}: the file name must end in .jsonl or .parquet")
     check_output_path(per_row, [path], force=force)
-
-
-def write_per_row(out: str, counts: Any) -> None:
-    """row, total, supervised, turns per measured row; Parquet or JSONL by extension; atomic."""
-    from ..atomic import atomic_path, atomic_write
-
-    if Path(out).suffix.lower() in (".parquet", ".pq"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table(
-            {
-                "row": counts.rows,
-                "total": counts.total,
-                "supervised": counts.supervised,
-                "turns": counts.turns,
-            }
-        )
-        with atomic_path(out) as tmp:
-            pq.write_table(table, tmp)
-        return
-    with atomic_write(out) as fh:
-        for r, t, s, u in zip(
-            counts.rows.tolist(),
-            counts.total.tolist(),
-            counts.supervised.tolist(),
-            counts.turns.tolist(),
-            strict=True,
-        ):
-            fh.write(f'{{"row":{r},"total":{t},"supervised":{s},"turns":{u}}}\n')
 
 
 class _progress:
