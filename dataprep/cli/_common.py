@@ -12,11 +12,12 @@ prints the human report). ``run`` turns it into output and an exit code:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -49,6 +50,43 @@ def console(quiet: bool = False):
     from rich.console import Console
 
     return Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)
+
+
+class RowsBar:
+    """A rows progress line: ``advance(n)`` for rows done since the last call, ``set(done, total)`` for a count."""
+
+    def __init__(self, bar: Any, task: Any):
+        self._bar, self._task = bar, task
+
+    def advance(self, n: int) -> None:
+        self._bar.advance(self._task, n)
+
+    def set(self, done: int, total: int | None = None) -> None:
+        self._bar.update(self._task, completed=done, total=total if total and total >= done else None)
+
+
+@contextlib.contextmanager
+def rows_progress(label: str, enabled: bool) -> Iterator[RowsBar | None]:
+    """The one progress line of the commands that stream rows: on stderr when it is a terminal (and not --quiet
+    or --json), transient; None otherwise."""
+    con = console()
+    if not enabled or not con.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        SpinnerColumn(), TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=con, transient=True,
+    ) as bar:  # fmt: skip
+        yield RowsBar(bar, bar.add_task("rows", total=None))
 
 
 def format_finding(f: Finding) -> str:

@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Callable, Iterator
-
 import click
 
-from ._common import Outcome, output_options, run
+from ._common import Outcome, output_options, rows_progress, run
 from ._engine import dispatch_normalize, engine_options
 from ._options import ConvertFlags, convert_options
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[int, int | None], None] | None]:
-    """A rich progress bar on stderr when it is a terminal; None otherwise."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ._common import console
-
-    with Progress(
-        TextColumn("normalizing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("rows", total=None)
-
-        def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total if total and total >= done else None)
-
-        yield update
 
 
 class _NormalizeCommand(click.Command):
@@ -119,7 +89,8 @@ def normalize_cmd(
     """
 
     def body() -> Outcome:
-        with _progress(enabled=not (quiet or as_json)) as progress:
+        with rows_progress("normalizing", enabled=not (quiet or as_json)) as bar:
+            progress = bar.set if bar is not None else None
             result = dispatch_normalize(
                 engine,
                 ray_address,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import Outcome, output_options, run
+from ._common import Outcome, output_options, rows_progress, run
 from ._engine import dispatch_stats, engine_options
 from ._options import WORKERS_HELP, ConvertFlags, Workers, convert_options, length_options, parse_int_list
 
@@ -136,7 +136,8 @@ def stats_cmd(
                     "chat_template_missing", f"{model}: the tokenizer has no chat template to measure through"
                 )
             )
-        with _progress(quiet or as_json) as advance:
+        with rows_progress("measuring", enabled=not (quiet or as_json)) as bar:
+            advance = bar.advance if bar is not None else None
             result = dispatch_stats(
                 engine,
                 ray_address,
@@ -197,38 +198,6 @@ def _check_per_row(per_row: str, path: str, force: bool) -> None:
     if Path(per_row).suffix.lower() not in _PER_ROW_SUFFIXES:
         raise UsageError(f"--per-row {per_row}: the file name must end in .jsonl or .parquet")
     check_output_path(per_row, [path], force=force)
-
-
-class _progress:
-    """A rich progress line on a terminal (stderr) only; yields a callback taking rows done."""
-
-    def __init__(self, silent: bool):
-        self.silent = silent
-        self.bar = None
-
-    def __enter__(self):
-        from ._common import console
-
-        con = console()
-        if self.silent or not con.is_terminal:
-            return None
-        from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            SpinnerColumn(),
-            TextColumn("measuring"),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=con,
-            transient=True,
-        )
-        self.bar.start()
-        task = self.bar.add_task("rows", total=None)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 # -- human output ----------------------------------------------------------------------------------------------
