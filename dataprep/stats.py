@@ -662,33 +662,17 @@ def stats_of_measured(
     counts: TokenCounts,
     loaded: Any,
     *,
-    seq_lengths: Sequence[int] = DEFAULT_SEQ_LENGTHS,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     model_max_length: int | None = None,
-    rows_read: int | None = None,
-    sampled: bool = False,
-    skipped: Skipped | None = None,
-    mask_generation_prompt: bool = False,
-    max_tokens: int | None = None,
     lint: Any = None,
     checks: Any = None,
+    **options: Any,
 ) -> StatsResult:
     """The stats of rows measured elsewhere (``compute_stats``, or preflight measuring as it splits), with the
-    findings of the quality lint and eval checks that saw the same rows."""
+    findings of the quality lint and eval checks that saw the same rows. ``options``: ``stats_from_counts``'."""
     import dataclasses
 
     mml = model_max_length if model_max_length is not None else tokenizer_max_length(loaded)
-    result = stats_from_counts(
-        counts,
-        seq_lengths=seq_lengths,
-        batch_sizes=batch_sizes,
-        model_max_length=mml,
-        rows_read=rows_read,
-        sampled=sampled,
-        skipped=skipped,
-        mask_generation_prompt=mask_generation_prompt,
-        max_tokens=max_tokens,
-    )
+    result = stats_from_counts(counts, model_max_length=mml, **options)
     if checks is not None:
         result = dataclasses.replace(result, findings=(*result.findings, *checks.findings()))
     if lint is None:
