@@ -591,16 +591,14 @@ class Measurer:
                     return None
                 if len(g) == len(base):
                     continue  # an empty block removes nothing
-                base_cut = _cut_at(self._cuts(g), len(g), len(base))
+                # the base is a prefix of the whole (checked above), so only the block's cut in the whole matters:
+                # when the prompted render's ids are a prefix of the whole's, they extend the base's too
                 block_cut = _cut_at(full_cuts, len(full), len(g))
-                if base_cut is False or block_cut is False:
+                if block_cut is False:
                     return None
                 al.prompts.append((i, j))
-                k = len(al.prompts) - 1
-                if base_cut is not None:
-                    al.edges.append(("base", k, j, base_cut))
                 if block_cut is not None:
-                    al.edges.append(("block", k, plan.full, block_cut))
+                    al.edges.append(("block", len(al.prompts) - 1, plan.full, block_cut))
         return al
 
     def render_batch(self, convs: list[dict]) -> RenderedBatch:
@@ -657,7 +655,7 @@ class Measurer:
                 else:  # a prefix plus the EOS token (``_align`` checked the shape)
                     ends.append((t, len(x) - len(self._eos_text or ""), 1))
             wants.append(ends)
-            cut_starts.append({e[3][0] for e in p.aligned.edges if e[0] != "base"})  # type: ignore[union-attr]
+            cut_starts.append({e[3][0] for e in p.aligned.edges})  # type: ignore[union-attr]
         layouts = pieces.layout(
             [texts[p.full] for p in plans],
             cut_starts,
@@ -870,7 +868,7 @@ class _ExactPlan:
 
 @dataclass
 class _Aligned:
-    # cuts that fall inside a piece: (kind: prefix | base | block, prompt number, text index of the longer
+    # cuts that fall inside a piece of the whole: (kind: prefix | block, prompt number, text index of the longer
     # render, (piece start, cut, piece end))
     edges: list[tuple[str, int | None, int, tuple[int, int, int]]]
     prompts: list[tuple[int, int]]  # (assistant index, text index of one of its generation prompts)
