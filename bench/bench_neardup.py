@@ -10,7 +10,7 @@ punctuation changed, or all of these.
 Variants, each timed in its own subprocess (wall time and peak RSS), in the same run:
   dataprep normalize --dedup near   the whole pipeline (read, convert, validate, exact + near dedup, write)
   dataprep normalize --dedup        exact dedup only: the baseline a user runs today
-  NearDup over iter_conversations   the detector alone with dataprep's reader; recall and precision
+  NearDup over conversations   the detector alone with dataprep's reader; recall and precision
   (lib) rensa loop                  json.loads -> text -> word 3-grams -> RMinHash + RMinHashLSH, verified
   (lib) datasketch loop             the same with datasketch MinHash(update_batch) + MinHashLSH(0.7, 128)
                                     (the baseline; not a dataprep dependency: pip install datasketch, else skipped)
@@ -127,10 +127,10 @@ if MODE == "near":
 
 DETECTOR = """
 from dataprep.neardup import NearDup
-from dataprep.normalize import iter_conversations
+from dataprep.pipeline import conversations
 d = NearDup()
 FOUND = {}
-for row, conv in iter_conversations(IN):
+for row, conv in conversations(IN):
     of = d.check(row, conv)
     if of is not None:
         FOUND[row] = of
@@ -228,7 +228,7 @@ def main() -> int:
         variants = [
             ("dataprep normalize --dedup near", NORMALIZE, {"OUT": out, "MODE": "near"}),
             ("dataprep normalize --dedup (exact)", NORMALIZE, {"OUT": out, "MODE": "exact"}),
-            ("NearDup over iter_conversations", DETECTOR, {}),
+            ("NearDup over conversations", DETECTOR, {}),
             ("(lib) rensa loop", LOOP_HEAD + RENSA_LOOP, {}),
         ]
         if importlib.util.find_spec("datasketch") is None and not args.no_datasketch:

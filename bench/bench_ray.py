@@ -7,7 +7,7 @@ Variants, each in its own subprocess (wall time; peak RSS of the driver process 
   normalize ray shards     normalize_ray(DIR, OUT/): a local Ray with num_cpus = the machine's cores
   normalize ray --merge    normalize_ray(DIR, OUT.jsonl, merge=True): shards concatenated on the driver
   jsonl local / ray        the same rows as one JSONL file; Ray cuts it into byte ranges (--block-bytes)
-  stats local              compute_stats(iter_conversations(DIR)) through fixtures/models/chatml-gen
+  stats local              compute_stats(conversations(DIR)) through fixtures/models/chatml-gen
   stats ray                stats_ray(DIR): measuring actors, one per core
 
 Ray start-up (ray.init) is timed apart from the run. From the per-block timings it projects what one more
@@ -131,10 +131,10 @@ r = normalize_ray(JSONL_IN, OUT + ".jl-ray.jsonl", merge=True, force=True, block
 extra.update(run=time.perf_counter() - tr, written=r.written, blocks=r.blocks)
 """,
     "stats local": """
-from dataprep.normalize import iter_conversations
+from dataprep.pipeline import conversations
 from dataprep.stats import compute_stats
 from dataprep.tokenizer import load_tokenizer
-r = compute_stats(iter_conversations(STATS_IN), load_tokenizer(MODEL))
+r = compute_stats(conversations(STATS_IN), load_tokenizer(MODEL))
 extra["rows"] = r.rows
 open(OUT + ".stats-local.json", "w").write(json.dumps(r.to_dict(), sort_keys=True))
 """,

@@ -234,17 +234,17 @@ class RowChecks:
         return out
 
 
-def load_evals(paths: Iterable[str | Path], *, n: int | None = None, **convert: Any) -> Any:
+def load_evals(paths: Iterable[str | Path], spec: Any = None, *, n: int | None = None) -> Any:
     """Eval sets as a frozen ``neardup.Contamination``: each path is anything ``normalize`` reads (named by its
     file name), or a folder whose files are each one eval set (a ``datasets`` ``save_to_disk`` folder is one
-    set). ``convert``: ``iter_conversations``' options (``fmt``, ``mapping``, ...). Rows the converter rejects
-    are skipped. (Here, not in neardup: normalize uses neardup, and reading a file is normalize's job.)"""
+    set). ``spec``: a ``pipeline.ConvertSpec`` for reading them. Rows the converter rejects are skipped. (Here,
+    not in neardup: normalize uses neardup, and reading a file is the row pipeline's job.)"""
     from .neardup import CONTAMINATION_N, Contamination, eval_set_paths
-    from .normalize import iter_conversations
+    from .pipeline import conversations
 
     c = Contamination(n=CONTAMINATION_N if n is None else n)
     for p in paths:
         for name, path in eval_set_paths(p):
-            c.add_conversations(name, iter_conversations(path, **convert))
+            c.add_conversations(name, conversations(path, spec))
     c.freeze()
     return c

@@ -31,7 +31,7 @@ import pickle
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .errors import FindingError, MissingDependency, UnreadableInput, UsageError
 from .findings import finding
 from .normalize import NormalizeResult
+from .pipeline import ConvertSpec, RowPipeline
 
 if TYPE_CHECKING:
     from .stats import StatsResult
@@ -147,12 +148,12 @@ class Block:
 
 @dataclass(frozen=True)
 class InputPlan:
-    """What the driver decided before starting any worker: the shape, the bound converter, the blocks."""
+    """What the driver decided before starting any worker: the shape, the row pipeline, the blocks."""
 
     path: str
     format: str
     detection: Any  # converters.registry.Detection
-    converter: Any  # converters._common.Converter, bound to the whole input's columns (pickled to workers)
+    pipeline: RowPipeline  # its converter bound to the whole input's columns (pickled to workers)
     blocks: tuple[Block, ...]
 
     @property
@@ -193,11 +194,8 @@ def jsonl_shards(path: str) -> list[Path] | None:
 
 def plan_input(
     path: str,
+    spec: ConvertSpec,
     *,
-    fmt: str | None,
-    mapping: Mapping[str, str] | None,
-    options: Any,
-    encoding: str | None,
     batch_rows: int = 8192,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
@@ -205,30 +203,24 @@ def plan_input(
 ) -> InputPlan:
     """Refuse packed data, detect the shape, then cut the input into blocks.
 
-    Detection is the local engine's own (``normalize.prepare``: the first batch of the input, or of the first
+    Detection is the local engine's own (``pipeline.open_input``: the first batch of the input, or of the first
     JSONL shard). JSONL blocks need line counts (rows are line numbers): ``line_counts([(path, lo, hi)])``
     counts newlines in byte ranges (lo = -1: the lines of a whole, compressed file); it runs on Ray when given,
     and is called only after everything that can refuse the input.
     """
-    from .normalize import prepare
+    from .pipeline import open_input
     from .sources import open_source, refuse_packed
 
+    encoding = spec.encoding
     shards = jsonl_shards(path)
     if shards is not None:
         for f in shards:  # every shard: a packed file hidden among the shards is refused too
             refuse_packed(open_source(str(f), encoding=encoding, batch_rows=batch_rows))
-        plan = prepare(
-            str(shards[0]),
-            fmt=fmt,
-            mapping=mapping,
-            options=options,
-            encoding=encoding,
-            batch_rows=batch_rows,
-        )
+        plan = open_input(str(shards[0]), spec, batch_rows=batch_rows)
         _refuse_whole_input(plan)
         blocks = _jsonl_blocks(shards, encoding, block_bytes, line_counts)
-        return InputPlan(path, "jsonl", plan.detection, plan.converter, tuple(blocks))
-    plan = prepare(path, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
+        return InputPlan(path, "jsonl", plan.detection, plan.pipeline, tuple(blocks))
+    plan = open_input(path, spec, batch_rows=batch_rows)
     _refuse_whole_input(plan)
     src = plan.source
     _refuse_stdin(src.format == "stdin")
@@ -246,7 +238,7 @@ def plan_input(
             offset += n
     else:  # one file the local reader streams whole (CSV, JSON, JSONL, one Arrow file...)
         blocks = [Block(0, str(files[0]) if len(files) == 1 else src.path, "file", 0)]
-    return InputPlan(path, kind, plan.detection, plan.converter, tuple(blocks))
+    return InputPlan(path, kind, plan.detection, plan.pipeline, tuple(blocks))
 
 
 def _refuse_stdin(is_stdin: bool) -> None:
@@ -258,7 +250,7 @@ def _refuse_stdin(is_stdin: bool) -> None:
 
 
 def _refuse_whole_input(plan: Any) -> None:
-    if plan.converter.whole_input:
+    if plan.pipeline.whole_input:
         raise UsageError(
             f"the {plan.detection.shape} shape needs the whole input at once (trees span rows), "
             "so it cannot be cut into blocks",
@@ -519,31 +511,18 @@ class BlockJob:
     """What every worker needs to read a block as the local engine reads it (pickled once to the workers)."""
 
     blocks: tuple[Block, ...]
-    converter: Any  # bound to the whole input's columns on the driver
-    mapping: dict[str, str]
+    pipeline: RowPipeline  # its converter bound to the whole input's columns on the driver
     encoding: str | None
     batch_rows: int
 
     @classmethod
-    def planned(
-        cls: type[_J],
-        plan: InputPlan,
-        mapping: Mapping[str, str] | None,
-        encoding: str | None,
-        batch_rows: int,
-        **extra: Any,
-    ) -> _J:
+    def planned(cls: type[_J], plan: InputPlan, encoding: str | None, batch_rows: int, **extra: Any) -> _J:
         """The job for a planned input (``extra``: the subclass's own fields)."""
-        return cls(plan.blocks, plan.converter, dict(mapping or {}), encoding, batch_rows, **extra)
+        return cls(plan.blocks, plan.pipeline, encoding, batch_rows, **extra)
 
     def batches(self, index: int) -> Iterator[Any]:
-        """The batches of block ``index``, numbered as in the whole input, with ``--map`` applied."""
-        from .normalize import rename_batches
-
-        block = self.blocks[index]
-        return rename_batches(
-            block_batches(block, encoding=self.encoding, batch_rows=self.batch_rows), self.mapping
-        )
+        """The batches of block ``index`` as read, numbered as in the whole input (the pipeline renames)."""
+        return block_batches(self.blocks[index], encoding=self.encoding, batch_rows=self.batch_rows)
 
 
 @dataclass(frozen=True)
@@ -563,7 +542,7 @@ def convert_block(job: ConvertJob, index: int) -> BlockCounts:
     name = SHARD_NAME.format(index)
     rejects_path = Path(job.rejects_dir) / name
     with atomic_write(Path(job.out_dir) / name) as fo, atomic_write(rejects_path) as fr:
-        w = write_converted(job.converter, job.batches(index), fo, fr)
+        w = write_converted(job.pipeline, job.batches(index), fo, fr)
     if not w.rejected:
         rejects_path.unlink()
     return BlockCounts(
@@ -698,20 +677,13 @@ class RayNormalizeResult(NormalizeResult):
 def normalize_ray(
     inp: str | Path,
     out: str | Path,
+    spec: ConvertSpec | None = None,
     *,
     ray_address: str | None = None,
     merge: bool = False,
-    fmt: str | None = None,
-    mapping: Mapping[str, str] | None = None,
-    role_map: Mapping[str, str] | None = None,
-    system: str | None = None,
-    take: str | None = None,
-    text_only: bool = False,
     dedup: bool = False,
-    all_paths: bool = False,
     rejects: str | Path | None = None,
     force: bool = False,
-    encoding: str | None = None,
     batch_rows: int = 8192,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
@@ -725,7 +697,9 @@ def normalize_ray(
     for byte the local engine's. ``dedup`` needs ``merge``. Same checks, codes and counts as ``normalize``.
     """
     from .atomic import atomic_write
-    from .normalize import Notes, check_outputs, check_take, convert_options, default_rejects_path
+    from .normalize import Notes, check_outputs, default_rejects_path
+
+    spec = spec or ConvertSpec()
 
     inp, out = str(inp), Path(out)
     rejects_path = (
@@ -734,10 +708,6 @@ def normalize_ray(
         else (default_rejects_path(out) if merge else default_rejects_dir(out))
     )
     check_outputs(inp, out, rejects_path, force=force, hint="write rejects to another path")
-    check_take(take)
-    options = convert_options(
-        role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
-    )
     if dedup and not merge:
         raise UsageError(
             "--dedup with --engine ray needs --merge (duplicates are found across every shard)",
@@ -747,12 +717,10 @@ def normalize_ray(
     import_ray()
     out.parent.mkdir(parents=True, exist_ok=True)
     with LazyRay(ray_address) as lazy:
-        plan, ray_ctx = _plan_on_ray(
-            lazy, inp, options, fmt, mapping, encoding, batch_rows, block_rows, block_bytes
-        )
+        plan, ray_ctx = _plan_on_ray(lazy, inp, spec, batch_rows, block_rows, block_bytes)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".shards", dir=out.parent.resolve()))
         try:
-            results = _run_convert(ray_ctx, plan, mapping, encoding, batch_rows, staging, progress)
+            results = _run_convert(ray_ctx, plan, spec.encoding, batch_rows, staging, progress)
             names = [SHARD_NAME.format(b.index) for b in plan.blocks]
             by_code, first_rows, first_message = _merge_counts(results)
             notes = Notes()
@@ -808,15 +776,7 @@ def normalize_ray(
 
 
 def _plan_on_ray(
-    lazy: LazyRay,
-    path: str,
-    options: Any,
-    fmt: str | None,
-    mapping: Mapping[str, str] | None,
-    encoding: str | None,
-    batch_rows: int,
-    block_rows: int,
-    block_bytes: int,
+    lazy: LazyRay, path: str, spec: ConvertSpec, batch_rows: int, block_rows: int, block_bytes: int
 ) -> tuple[InputPlan, Any]:
     """(``plan_input`` with JSONL line counts on Ray, the started Ray): both Ray commands' first step.
 
@@ -825,10 +785,7 @@ def _plan_on_ray(
     """
     plan = plan_input(
         path,
-        fmt=fmt,
-        mapping=mapping,
-        options=options,
-        encoding=encoding,
+        spec,
         batch_rows=batch_rows,
         block_rows=block_rows,
         block_bytes=block_bytes,
@@ -840,7 +797,6 @@ def _plan_on_ray(
 def _run_convert(
     ray: Any,
     plan: InputPlan,
-    mapping: Mapping[str, str] | None,
     encoding: str | None,
     batch_rows: int,
     staging: Path,
@@ -850,7 +806,6 @@ def _run_convert(
     (staging / "rejects").mkdir()
     job = ConvertJob.planned(
         plan,
-        mapping,
         encoding,
         batch_rows,
         out_dir=str(staging / "out"),
@@ -898,10 +853,9 @@ class MeasureJob(BlockJob):
 def block_conversations(
     job: BlockJob, index: int, on_reject: Callable[[Any], None] | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row, valid conversation) of one block, as ``iter_conversations`` yields them (rejects to ``on_reject``)."""
-    from .normalize import iter_converted, valid_only
-
-    return valid_only(iter_converted(job.converter, job.batches(index)), on_reject)
+    """(row, valid conversation) of one block, as ``pipeline.conversations`` yields them (rejects to
+    ``on_reject``)."""
+    return job.pipeline.conversations(job.batches(index), on_reject)
 
 
 class MeasureActor:
@@ -938,7 +892,7 @@ class MeasureActor:
         out: list[tuple[list[int], Any]] = []
         skipped: list[tuple[int, str, str]] = []
         lint = QualityLint(mergeable=True)
-        self.job.converter.notes = Notes()
+        self.job.pipeline.notes = Notes()
 
         def reject(r: Any) -> None:
             skipped.append((int(r.row), r.code, r.message))
@@ -959,7 +913,7 @@ class MeasureActor:
                 pending = (rows, fut)
             if pending is not None:
                 out.append((pending[0], pending[1].result()))
-        return out, skipped, lint, self.job.converter.notes.to_dict()
+        return out, skipped, lint, self.job.pipeline.notes.to_dict()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         idx = [int(i) for i in batch["index"]]
@@ -999,6 +953,7 @@ def _subset(rows: list[int], bc: Any, keep: Any) -> tuple[list[int], Any]:
 def stats_ray(
     path: str | Path,
     loaded_or_model: Any,
+    spec: ConvertSpec | None = None,
     *,
     ray_address: str | None = None,
     actors: int | None = None,
@@ -1009,20 +964,12 @@ def stats_ray(
     model_max_length: int | None = None,
     max_tokens: int | None = None,
     chat_template: str | None = None,
-    fmt: str | None = None,
-    mapping: Mapping[str, str] | None = None,
-    role_map: Mapping[str, str] | None = None,
-    system: str | None = None,
-    take: str | None = None,
-    text_only: bool = False,
-    encoding: str | None = None,
-    all_paths: bool = False,
     batch_rows: int = 8192,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     progress: Callable[[int], None] | None = None,
 ) -> StatsResult:
-    """``compute_stats(iter_conversations(path, ...), loaded, ...)`` on Ray Data; the same StatsResult.
+    """``compute_stats(pipeline.conversations(path, spec), loaded, ...)`` on Ray Data; the same StatsResult.
 
     Blocks are converted and measured in a pool of ``actors`` Ray actors (default: one per CPU of the cluster,
     at most one per block), each loading the tokenizer once. The per-row count arrays come back to the driver,
@@ -1030,7 +977,6 @@ def stats_ray(
     local engine's seeded reservoir picks (every row is measured, then the sample is selected).
     """
     from .measure import DEFAULT_BATCH_ROWS, Collector, make_spec
-    from .normalize import convert_options
     from .stats import (
         DEFAULT_BATCH_SIZES,
         DEFAULT_SEQ_LENGTHS,
@@ -1055,20 +1001,16 @@ def stats_ray(
                     f"{loaded_or_model}: the tokenizer has no chat template to measure through",
                 )
             )
-    spec = make_spec(
+    mspec = make_spec(
         loaded, mask_generation_prompt=mask_generation_prompt, portable=True
     )  # actors on other nodes rebuild it
-    options = convert_options(
-        role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
-    )
+    convert = spec or ConvertSpec()
     path = str(path)
     _refuse_stdin(path == "-")
     with LazyRay(ray_address) as lazy:
-        plan, ray_ctx = _plan_on_ray(
-            lazy, path, options, fmt, mapping, encoding, batch_rows, block_rows, block_bytes
-        )
-        job = MeasureJob.planned(plan, mapping, encoding, batch_rows, measure_rows=DEFAULT_BATCH_ROWS)
-        shared = ray_ctx.put((spec, job))
+        plan, ray_ctx = _plan_on_ray(lazy, path, convert, batch_rows, block_rows, block_bytes)
+        job = MeasureJob.planned(plan, convert.encoding, batch_rows, measure_rows=DEFAULT_BATCH_ROWS)
+        shared = ray_ctx.put((mspec, job))
         cpus = int(ray_ctx.cluster_resources().get("CPU", 1))
         size = max(1, min(actors or cpus, len(plan.blocks)))
         items = [{"index": b.index} for b in plan.blocks]
@@ -1092,7 +1034,7 @@ def stats_ray(
     parts = [p for i in range(len(plan.blocks)) for p in by_index[i][0]]
     from converters._common import Notes
 
-    from .normalize import note_findings
+    from .pipeline import note_findings
     from .quality import QualityLint
 
     lint = QualityLint()
@@ -1122,7 +1064,7 @@ def stats_ray(
     col = Collector()
     for rows, bc in parts:
         col.add(rows, bc)
-    counts = col.result(spec.mask_source)
+    counts = col.result(mspec.mask_source)
     mml = model_max_length if model_max_length is not None else tokenizer_max_length(loaded)
     result = stats_from_counts(
         counts,

@@ -89,7 +89,7 @@ def _detect_shape(
     """
     from converters.registry import detect
 
-    from .normalize import detection_input
+    from .pipeline import detection_input
 
     columns, sample = detection_input(head, columns)
     try:
@@ -114,7 +114,7 @@ def inspect_input(path: str, *, encoding: str | None = None, sample_rows: int = 
     )
     records: list[dict[str, Any]] = []
     head: list[Any] = []  # the first batches, up to the rows normalize's shape detection reads
-    from .normalize import DETECT_ROWS
+    from .pipeline import DETECT_ROWS
 
     rows = 0
     for batch in src.batches():

@@ -276,7 +276,7 @@ class Contamination:
         self.items += 1
 
     def add_conversations(self, eval_name: str, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
-        """Index (row, conversation) pairs (what ``iter_conversations`` yields) under ``eval_name``: each user
+        """Index (row, conversation) pairs (what ``pipeline.conversations`` yields) under ``eval_name``: each user
         and assistant message is a segment (see ``add``)."""
         for row, conv in rows:
             msgs = conv.get("messages") or []

@@ -1,56 +1,38 @@
 """Any records in, OpenAI messages JSONL out, nothing lost.
 
-    open source -> refuse packed -> rename mapped columns -> detect (or force) the shape
-      -> convert batch by batch -> validate every conversation -> drop exact duplicates (optional)
-      -> set near duplicates aside (optional, ``--dedup near``: rejects with code ``near_duplicate``)
+    the row pipeline (``dataprep.pipeline``: open, refuse packed, rename, detect, convert, validate)
+      -> drop exact duplicates (optional)
+      -> set near duplicates aside (optional, ``dedup="near"``: rejects with code ``near_duplicate``)
+      -> set rows over a token limit aside (optional, ``max_tokens``: rejects with code ``too_long``)
       -> OUT JSONL + rejects JSONL, both written atomically
 
 Every input row ends in the output, the rejects file (row number, code, message, original record) or the
 duplicate count: ``read == written + rejected + duplicates``. For OASST trees the unit is the
 conversation (a root-to-leaf path), not the row; ``records_read`` still counts input rows.
 
-Other engines and preflight use the same pipeline through a small public API, never its internals:
-``prepare`` (open, refuse, --map, detect -> ``Prepared``), ``iter_converted`` (conversations and Rejects in
-input order; ``valid_only`` drops the Rejects), ``write_converted`` (output + rejects lines -> ``Written``),
-``rename_batches`` (--map on batches read elsewhere), ``check_outputs``/``check_take``/``convert_options``.
+``write_converted`` (a pipeline's lines -> output + rejects -> ``Written``) is the one write loop, which the Ray
+engine's workers run on their blocks too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from converters import registry
-from converters._common import Converter, ConvertOptions, Notes, Reject, prune_nulls
+from converters._common import Notes, Reject, prune_nulls
 from converters.registry import Detection
 
 from .atomic import atomic_write, check_output_path
-from .errors import DataprepError, FindingError, UsageError
+from .errors import DataprepError, UsageError
 from .findings import Finding, finding
-from .messages import validate_conversation
+from .pipeline import ConvertSpec, LineBlock, RowPipeline, note_findings, open_input
 from .sources.base import Batch
 
-SAMPLE_ROWS = 100
-DETECT_ROWS = 1000
 FIRST_ROWS = 20
-
-
-def dumps_line(conv: Mapping[str, Any]) -> str:
-    """One output line: compact, UTF-8 (no ASCII escaping), keys in schema order; deterministic."""
-    return json.dumps(conv, ensure_ascii=False, separators=(",", ":"))
-
-
-# What a converter's note (converters._common.Notes) means, as the message of its one finding per input.
-NOTE_MESSAGES: Mapping[str, str] = {
-    "python_literal_cells": "{n} {rows} held a list or dict written as a Python literal (single quotes, None, "
-    "True: pandas to_csv), not JSON; read safely with ast.literal_eval",
-    "loss_weight_ignored": "{n} {rows} have an assistant turn with loss_weight 0; AutoModel has no per-turn weight "
-    "and trains it",
-}
 
 
 # A reject code whose catalogue hint is about the whole input (refused preference data) says what the rows
@@ -58,17 +40,6 @@ NOTE_MESSAGES: Mapping[str, str] = {
 REJECT_HINTS: Mapping[str, str] = {
     "preference_data": "rows labelled undesirable (KTO) are not SFT examples: they stay in the rejects file",
 }
-
-
-def note_findings(notes: Notes, unit: str = "row") -> list[Finding]:
-    """One finding per code the converter noted, with the count and the first rows (normalize's report; stats
-    and preflight can pass their converter's ``notes`` here too)."""
-    out = []
-    for code, n in sorted(notes.counts.items()):
-        rows = notes.rows.get(code, [])
-        text = NOTE_MESSAGES[code].format(n=n, rows=f"{unit}{'s' if n != 1 else ''}")
-        out.append(finding(code, f"{text} (first: row {rows[0] if rows else '?'})", rows=rows, count=n))
-    return out
 
 
 def default_rejects_path(out: str | Path) -> Path:
@@ -149,301 +120,6 @@ class NormalizeResult:
             },
             "reconciled": self.reconciled,
         }
-
-
-# -- the stream ---------------------------------------------------------------------------------------
-
-
-def _parse_pairs(pairs: Mapping[str, str] | None) -> dict[str, str]:
-    return dict(pairs or {})
-
-
-@dataclass
-class _RenamedBatch(Batch):
-    """A batch whose table has its columns renamed by ``--map``; ``records()`` are the original batch's records
-    (for JSONL: the lines exactly as written, not the table's rows with nulls for keys a line lacks) with their
-    keys renamed the same way, made only when asked for."""
-
-    _original: Batch | None = None
-    _mapping: Mapping[str, str] = field(default_factory=dict)
-
-    def records(self) -> list[dict[str, Any]]:
-        if self._records is None and self._original is not None:
-            self._records = _rename_records(self._original.records(), self._mapping)
-            self._original = None
-        return super().records()
-
-
-def _rename_records(records: list[dict[str, Any]], mapping: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Each record with its ``--map`` keys renamed (target=source) and the keys named as a target dropped, as
-    the table's columns are."""
-    inverse = {src: tgt for tgt, src in mapping.items()}
-    targets = set(mapping)
-    return [{inverse.get(k, k): v for k, v in r.items() if k in inverse or k not in targets} for r in records]
-
-
-def _rename_batch(batch: Batch, mapping: Mapping[str, str]) -> Batch:
-    """Apply ``--map target=source``: the source column takes the target name (replacing any target)."""
-    if not mapping:
-        return batch
-    inverse = {src: tgt for tgt, src in mapping.items()}
-    targets = set(mapping)
-    if batch.table is not None:
-        t = batch.table
-        keep = [n for n in t.column_names if n in inverse or n not in targets]
-        t = t.select(keep).rename_columns([inverse.get(n, n) for n in keep])
-        return _RenamedBatch(
-            start=batch.start,
-            table=t,
-            rows=batch.rows,
-            errors=batch.errors,
-            _original=batch,
-            _mapping=dict(mapping),
-        )
-    return Batch(
-        start=batch.start,
-        _records=_rename_records(batch.records(), mapping),
-        rows=batch.rows,
-        errors=batch.errors,
-    )
-
-
-def rename_batches(batches: Iterable[Batch], mapping: Mapping[str, str] | None) -> Iterator[Batch]:
-    """Each batch with ``--map`` applied: for callers that read the batches themselves (engine_ray's blocks)."""
-    mapping = dict(mapping or {})
-    for b in batches:
-        yield _rename_batch(b, mapping)
-
-
-def _renamed_columns(columns: list[str], mapping: Mapping[str, str]) -> list[str]:
-    inverse = {src: tgt for tgt, src in mapping.items()}
-    return [inverse.get(c, c) for c in columns if c in inverse or c not in mapping]
-
-
-def _sample(batches: list[Batch]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for b in batches:
-        need = SAMPLE_ROWS - len(out)
-        if need <= 0:
-            break
-        # min(): a table with no columns (a batch of {} rows) slices to any length pyarrow is asked for
-        need = min(need, len(b))
-        out.extend(b.table.slice(0, need).to_pylist() if b.table is not None else b.records()[:need])
-    return out
-
-
-def _union(column_lists: Iterator[list[str]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for cols in column_lists:
-        for c in cols:
-            seen.setdefault(c, None)
-    return list(seen)
-
-
-def _batch_columns(batch: Batch | None) -> list[str]:
-    if batch is None:
-        return []
-    if batch.table is not None:
-        return list(batch.table.column_names)
-    return _union(list(r) for r in batch.records())
-
-
-def detection_input(
-    head: list[Batch], fallback_columns: list[str] | None = None
-) -> tuple[list[str], list[dict]]:
-    """(columns, sample rows) that shape detection sees in the input's first batches (``DETECT_ROWS`` rows).
-
-    normalize and inspect both detect from this, so inspect shows the shape normalize will use.
-    """
-    return _union(_batch_columns(b) for b in head) or list(fallback_columns or []), _sample(head)
-
-
-def _errors(batch: Batch) -> list[Reject]:
-    return [Reject(e.row, e.code, e.message, e.raw) for e in batch.errors]
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What ``prepare`` decided before converting anything, so callers can refuse or plan before the stream."""
-
-    source: Any  # the open Source (``.format``, ``.files``, ``.num_rows``...)
-    detection: Detection
-    converter: Converter | None  # bound to the input's columns; None when ``instantiate=False``
-    batches: Iterator[Batch]  # the input's batches with ``--map`` applied, the detection head first
-
-
-def _open_source(path: str | Path, encoding: str | None, batch_rows: int):
-    from .sources import open_source, refuse_packed
-
-    src = open_source(str(path), encoding=encoding, batch_rows=batch_rows)
-    refuse_packed(src)
-    return src
-
-
-def prepare(
-    path: str | Path,
-    *,
-    fmt: str | None = None,
-    mapping: Mapping[str, str] | None = None,
-    options: ConvertOptions | None = None,
-    encoding: str | None = None,
-    batch_rows: int = 8192,
-    instantiate: bool = True,
-) -> Prepared:
-    """Open, refuse packed input, apply ``--map``, detect (or force) the shape: every refusal before a row is
-    converted, so the local engine, engine_ray and preflight all detect the same way."""
-    if fmt is not None:
-        registry.get(fmt)  # an unknown name fails before any reading
-    mapping = _parse_pairs(mapping)
-    src = _open_source(path, encoding, batch_rows)
-    # Detection reads the first DETECT_ROWS records whatever the batch size, so the shape (and so the
-    # output) never depends on how the input was batched.
-    it = iter(src.batches())
-    head: list[Batch] = []
-    while sum(len(b) for b in head) < DETECT_ROWS:
-        b = next(it, None)
-        if b is None:
-            break
-        head.append(b)
-    raw_cols, _ = detection_input(head, src.columns)
-    missing = [s for s in mapping.values() if raw_cols and s not in raw_cols]
-    if missing:
-        raise UsageError(
-            f"--map names column(s) {', '.join(missing)} that the input does not have",
-            hint="columns: " + ", ".join(raw_cols),
-        )
-    if not raw_cols and not any(len(b) for b in head):
-        errors = [e for b in head for e in b.errors]
-        if errors:  # every line failed to parse: no record to detect a shape from, nothing to convert
-            from .errors import UnreadableInput
-
-            raise UnreadableInput(
-                path,
-                f"none of its {len(errors)} lines parses as a record ({errors[0].message})",
-                hint="is it really JSONL? Records on stdin are JSONL; pass CSV and others as a file",
-                line=errors[0].row,
-            )
-        raise FindingError(finding("unknown_schema", f"{path}: the input holds no records"))
-    head = [_rename_batch(b, mapping) for b in head]
-    columns = _renamed_columns(raw_cols, mapping)
-    sample = _sample(head)
-    detection = registry.forced(fmt, columns, sample) if fmt else registry.detect(columns, sample)
-    converter = registry.get(detection.shape)(options or ConvertOptions()) if instantiate else None
-    if converter is not None:
-        converter.bind(columns)
-
-    def batches() -> Iterator[Batch]:
-        yield from head
-        head.clear()
-        for b in it:
-            yield _rename_batch(b, mapping)
-
-    return Prepared(src, detection, converter, batches())
-
-
-def _validated(
-    batch: Batch | None, converted: list[tuple[int, dict[str, Any]]], rejects: list[Reject]
-) -> Iterator[tuple[int, dict[str, Any]] | Reject]:
-    """Validate converted rows; merge with the rejects in row order."""
-    lookup: dict[int, Any] | None = None
-    items: list[tuple[int, int, Any]] = [(r.row, 0, r) for r in rejects]
-    for row, conv in converted:
-        problems = validate_conversation(conv)
-        if problems:
-            if lookup is None:
-                lookup = (
-                    dict(zip(batch.row_numbers(), batch.records(), strict=True)) if batch is not None else {}
-                )
-            p = problems[0]
-            items.append((row, 0, Reject(row, p.code, p.message, lookup.get(row, conv))))
-        else:
-            items.append((row, 1, (row, conv)))
-    items.sort(key=lambda x: (x[0], x[1]))
-    for _, _, item in items:
-        yield item
-
-
-def iter_converted(
-    converter: Converter, batches: Iterable[Batch], counter: list[int] | None = None
-) -> Iterator[tuple[int, dict[str, Any]] | Reject]:
-    """(row, valid conversation) or Reject, in input order, for callers that keep the rejects (preflight);
-    ``counter[0]`` counts the input records read so far."""
-    conv = converter
-    if counter is None:
-        counter = [0]
-    if conv.whole_input:
-        rows: list[tuple[int, dict[str, Any]]] = []
-        errors: list[Reject] = []
-        for b in batches:
-            counter[0] += len(b) + len(b.errors)
-            errors.extend(_errors(b))
-            rows.extend(zip(b.row_numbers(), b.records(), strict=True))
-        converted, rejects = conv.convert_all(rows)  # type: ignore[attr-defined]
-        records = dict(rows)
-        lookup_batch = Batch.from_records(list(records.values()), rows=list(records.keys()))
-        yield from _validated(lookup_batch, converted, errors + rejects)
-        return
-    for b in batches:
-        counter[0] += len(b) + len(b.errors)
-        converted, rejects = conv.convert(b)
-        yield from _validated(b, converted, _errors(b) + rejects)
-
-
-@dataclass
-class _Block:
-    """A whole batch of valid lines from the vectorized path (a polars String Series)."""
-
-    rows: list[int]
-    lines: Any  # each line ends in "\n"
-
-    def utf8(self) -> Any:
-        """All lines as one UTF-8 buffer: the values buffer of the Arrow string array, no copy per line."""
-        import numpy as np
-        import polars as pl
-        import pyarrow as pa
-
-        arr = self.lines.to_arrow(compat_level=pl.CompatLevel.oldest())
-        if hasattr(arr, "combine_chunks"):
-            arr = arr.combine_chunks()
-        if not pa.types.is_large_string(arr.type):
-            arr = arr.cast(pa.large_string())
-        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)
-        start, end = int(offsets[arr.offset]), int(offsets[arr.offset + len(arr)])
-        return memoryview(arr.buffers()[2])[start:end]
-
-    def strings(self) -> list[str]:
-        return [x[:-1] for x in self.lines.to_list()]
-
-
-def _lines(
-    converter: Converter, batches: Iterable[Batch], counter: list[int]
-) -> Iterator[tuple[int, str] | Reject | _Block]:
-    """Like iter_converted, serialized; flat shapes take the vectorized path straight to JSON lines."""
-    conv = converter
-    fast = getattr(conv, "convert_lines", None)
-    if fast is None or conv.whole_input:
-        for item in iter_converted(conv, batches, counter):
-            yield item if isinstance(item, Reject) else (item[0], dumps_line(item[1]))
-        return
-    for b in batches:
-        res = fast(b)
-        if res is None:
-            counter[0] += len(b) + len(b.errors)
-            converted, rejects = conv.convert(b)
-            for item in _validated(b, converted, _errors(b) + rejects):
-                yield item if isinstance(item, Reject) else (item[0], dumps_line(item[1]))
-            continue
-        counter[0] += len(b) + len(b.errors)
-        rows, lines, rejects = res
-        bad = sorted(_errors(b) + rejects, key=lambda r: r.row)
-        if not bad:
-            yield _Block(rows, lines)
-            continue
-        merged: list[tuple[int, int, Any]] = [(r.row, 0, r) for r in bad]
-        merged.extend((r, 1, (r, line)) for r, line in zip(rows, _Block(rows, lines).strings(), strict=True))
-        merged.sort(key=lambda x: (x[0], x[1]))
-        for _, _, item in merged:
-            yield item
 
 
 def _reject_line(r: Reject) -> str:
@@ -553,7 +229,7 @@ class _Writer:
                 self._pool.shutdown(wait=True)
                 self._pool = None
 
-    def block(self, block: _Block) -> None:
+    def block(self, block: LineBlock) -> None:
         if self.dedup or self.limit is not None:
             for row, line in zip(block.rows, block.strings(), strict=True):
                 self.line(row, line)
@@ -642,7 +318,7 @@ class Written:
 
 
 def write_converted(
-    converter: Converter,
+    pipeline: RowPipeline,
     batches: Iterable[Batch],
     out: IO[str],
     rejects: IO[str],
@@ -652,24 +328,25 @@ def write_converted(
     progress: Callable[[int], None] | None = None,
     limit: TokenLimit | None = None,
 ) -> Written:
-    """Convert ``batches`` and write output and rejects lines: the one write loop of normalize and engine_ray.
+    """Run ``batches`` through ``pipeline`` and write output and rejects lines: the one write loop of normalize
+    and engine_ray.
 
     ``dedup``: False, True or ``"exact"`` (drop exact duplicate lines, counted as duplicates), or ``"near"``
     (exact as well, then near duplicates go to rejects as ``near_duplicate``, see ``dataprep.neardup``).
     ``background``: block bytes are written by a thread (see ``_Writer``); ``progress(records_read)`` is called
     as batches are read. The converter's notes start afresh, so they are this call's (a Ray worker converts
-    several blocks with one converter).
+    several blocks with one pipeline).
     """
-    converter.notes = Notes()
+    pipeline.notes = Notes()
     counter = [0]
     shown = 0
     w = _Writer(out, rejects, dedup, background=background, limit=limit)
     try:
-        for item in _lines(converter, batches, counter):
+        for item in pipeline.lines(batches, counter):
             if progress is not None and counter[0] != shown:
                 shown = counter[0]
                 progress(shown)
-            if isinstance(item, _Block):
+            if isinstance(item, LineBlock):
                 w.block(item)
             elif isinstance(item, Reject):
                 w.reject(item)
@@ -685,14 +362,8 @@ def write_converted(
         by_code=w.by_code,
         first_rows=w.first_rows,
         first_message=w.first_message,
-        notes=converter.notes,
+        notes=pipeline.notes,
     )
-
-
-def check_take(take: str | None) -> None:
-    """Refuse an unsupported ``--take`` before any reading (normalize, engine_ray and preflight do)."""
-    if take not in (None, "chosen"):
-        raise UsageError(f"--take {take!r}: only 'chosen' is supported")
 
 
 DEDUP_MODES = ("exact", "near")
@@ -707,20 +378,6 @@ def check_dedup(dedup: bool | str | None) -> bool | str:
     if dedup not in DEDUP_MODES:
         raise UsageError(f"--dedup {dedup!r}", hint="--dedup exact (the default) or --dedup near")
     return dedup
-
-
-def convert_options(
-    *,
-    role_map: Mapping[str, str] | None = None,
-    system: str | None = None,
-    take: str | None = None,
-    text_only: bool = False,
-    all_paths: bool = False,
-) -> ConvertOptions:
-    """The converters' options from the command-line flags, built one way for every engine and preflight."""
-    return ConvertOptions(
-        role_map=dict(role_map or {}), system=system, take=take, text_only=text_only, all_paths=all_paths
-    )
 
 
 def check_outputs(inp: str | Path, out: str | Path, rejects_path: Path, *, force: bool, hint: str) -> None:
@@ -738,18 +395,11 @@ def check_outputs(inp: str | Path, out: str | Path, rejects_path: Path, *, force
 def normalize(
     inp: str | Path,
     out: str | Path,
+    spec: ConvertSpec | None = None,
     *,
-    fmt: str | None = None,
-    mapping: Mapping[str, str] | None = None,
-    role_map: Mapping[str, str] | None = None,
-    system: str | None = None,
-    take: str | None = None,
-    text_only: bool = False,
     dedup: bool | str = False,
-    all_paths: bool = False,
     rejects: str | Path | None = None,
     force: bool = False,
-    encoding: str | None = None,
     batch_rows: int = 8192,
     progress: Callable[[int, int | None], None] | None = None,
     max_tokens: int | None = None,
@@ -758,6 +408,8 @@ def normalize(
     allow_download: bool = False,
 ) -> NormalizeResult:
     """Convert ``inp`` to messages JSONL at ``out`` (atomically), rejects to ``rejects``; return the counts.
+
+    ``spec``: how records become conversations (the shape, renamed columns, the converters' options).
 
     ``progress(records_read, total_or_None)`` is called as batches are read (the CLI's progress bar).
     ``max_tokens`` (with ``model``, whose chat template and tokenizer count): longer rows go to rejects as
@@ -785,23 +437,26 @@ def normalize(
         )
     rejects_path = Path(rejects) if rejects is not None else default_rejects_path(out)
     check_outputs(inp, out, rejects_path, force=force, hint="write rejects to another file")
-    check_take(take)
-    options = convert_options(
-        role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
-    )
-    plan = prepare(inp, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
-    total = getattr(plan.source, "num_rows", None) if progress is not None else None  # may count rows
+    opened = open_input(inp, spec, batch_rows=batch_rows)
+    total = getattr(opened.source, "num_rows", None) if progress is not None else None  # may count rows
     on_read = None if progress is None else (lambda n: progress(n, total))
     with atomic_write(out) as fo, atomic_write(rejects_path) as fr:
         w = write_converted(
-            plan.converter, plan.batches, fo, fr, dedup=dedup, background=True, progress=on_read, limit=limit
+            opened.pipeline,
+            opened.batches,
+            fo,
+            fr,
+            dedup=dedup,
+            background=True,
+            progress=on_read,
+            limit=limit,
         )
-    whole = plan.converter.whole_input
+    whole = opened.pipeline.whole_input
     return NormalizeResult(
         input=str(inp),
         output=str(out),
         rejects_path=str(rejects_path),
-        detection=plan.detection,
+        detection=opened.detection,
         read=w.written + w.rejected + w.duplicates if whole else w.read,
         written=w.written,
         rejected=w.rejected,
@@ -815,73 +470,16 @@ def normalize(
     )
 
 
-def iter_conversations(
-    path: str | Path,
-    *,
-    fmt: str | None = None,
-    mapping: Mapping[str, str] | None = None,
-    role_map: Mapping[str, str] | None = None,
-    system: str | None = None,
-    take: str | None = None,
-    text_only: bool = False,
-    encoding: str | None = None,
-    all_paths: bool = False,
-    batch_rows: int = 8192,
-    on_reject: Callable[[Reject], None] | None = None,
-    notes: Notes | None = None,
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(source row number, valid conversation) for every row that converts and validates; each reject goes to
-    ``on_reject`` (nothing is silent: stats counts them). ``notes``, when given, is filled with the converter's
-    notes as rows are converted (complete once the stream is consumed; ``note_findings`` reports them).
-
-    Detection and refusals (packed input, unknown schema, preference data...) raise before the first item.
-    """
-    options = convert_options(
-        role_map=role_map, system=system, take=take, text_only=text_only, all_paths=all_paths
-    )
-    plan = prepare(path, fmt=fmt, mapping=mapping, options=options, encoding=encoding, batch_rows=batch_rows)
-    if notes is not None:
-        plan.converter.notes = notes
-    return valid_only(iter_converted(plan.converter, plan.batches), on_reject)
-
-
-def valid_only(
-    items: Iterable[tuple[int, dict[str, Any]] | Reject], on_reject: Callable[[Reject], None] | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The conversations of ``iter_converted``'s stream; rejects go to ``on_reject`` when given."""
-    for item in items:
-        if not isinstance(item, Reject):
-            yield item
-        elif on_reject is not None:
-            on_reject(item)
-
-
-def detect_path(path: str | Path, *, encoding: str | None = None) -> Detection:
-    """The shape detected for a file (for ``inspect``); raises ``unknown_schema`` when unsure."""
-    return prepare(path, encoding=encoding, batch_rows=1024, instantiate=False).detection
-
-
 __all__ = [
     "DataprepError",
-    "NOTE_MESSAGES",
     "NormalizeResult",
     "Notes",
-    "Prepared",
     "Reject",
     "Written",
     "check_dedup",
     "check_outputs",
-    "check_take",
-    "convert_options",
     "default_rejects_path",
-    "detect_path",
-    "dumps_line",
-    "iter_conversations",
-    "iter_converted",
     "normalize",
     "note_findings",
-    "prepare",
-    "rename_batches",
-    "valid_only",
     "write_converted",
 ]

@@ -36,6 +36,7 @@ from .errors import (
     UsageError,
 )
 from .findings import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Finding, Severity, apply_strict, finding
+from .pipeline import ConvertSpec
 from .safejson import loads as safe_loads
 
 STDIN_NAME = "<stdin>"  # how messages and the report name `--dataset -` (never the reader's spool file)
@@ -76,14 +77,7 @@ class PreflightOptions:
     gpus: int = 1
     gpu_memory_bytes: int = 80 * 1024**3
     val_fraction: float = 0.02
-    # normalize
-    fmt: str | None = None
-    mapping: Mapping[str, str] | None = None
-    role_map: Mapping[str, str] | None = None
-    system: str | None = None
-    take: str | None = None
-    text_only: bool = False
-    encoding: str | None = None
+    convert: ConvertSpec = field(default_factory=ConvertSpec)  # how records become conversations
     # template / stats
     chat_template: str | None = None
     allow_download: bool = False
@@ -152,7 +146,7 @@ class PreflightOptions:
             "gpus": self.gpus,
             "gpu_memory_gib": round(self.gpu_memory_bytes / 1024**3, 2),
             "val_fraction": self.val_fraction,
-            "format": self.fmt,
+            "format": self.convert.fmt,
             "chat_template": self.chat_template,
             "seq_length": self.seq_length,
             "strict": self.strict,
@@ -462,7 +456,7 @@ class _Run:
     def inspect(self) -> None:
         from .sources import detect_packed, open_source
 
-        src = open_source(self.o.dataset, encoding=self.o.encoding)
+        src = open_source(self.o.dataset, encoding=self.o.convert.encoding)
         self.source = src
         # stdin is spooled to a file by the reader: later steps read that file, not stdin again.
         files = getattr(src, "files", None) or []
@@ -470,13 +464,7 @@ class _Run:
             self.spool = str(files[0])
             self.read_path = self.spool
         self.messages_jsonl = (
-            src.format == "jsonl"
-            and "messages" in (src.columns or [])
-            and self.o.fmt in (None, "openai_messages", "messages")
-            and not self.o.mapping
-            and not self.o.role_map
-            and not self.o.system
-            and not self.o.text_only
+            src.format == "jsonl" and "messages" in (src.columns or []) and not self.o.convert.changes_rows
         )
         figures = {
             "path": self.dataset_name if self.o.dataset == "-" else str(src.path),
@@ -511,7 +499,7 @@ class _Run:
             rejects = _Rejects(rfh)
             try:
                 convs = self._conversations(rejects, counters)
-                valid = self._measured(self._validated(convs, rejects, counters), keep_first=True)
+                valid = self._measured(self._checked(convs, rejects), keep_first=True)
                 self.split = split_conversations(
                     valid,
                     self.paths["train"],
@@ -541,7 +529,7 @@ class _Run:
             norm.status = "skipped"
             norm.note = "the input is messages JSONL already: validated as is"
         else:
-            from .normalize import note_findings
+            from .pipeline import note_findings
 
             n_ok = counters["converted"]
             norm_findings = rejects.findings("normalize", rej_path)
@@ -599,8 +587,7 @@ class _Run:
         import dataclasses
         from array import array
 
-        from .messages import validate_conversation
-        from .normalize import iter_conversations
+        from .pipeline import conversations
         from .split import _HashingWriter
 
         path = self.o.validation
@@ -611,13 +598,7 @@ class _Run:
             def reject(r: Any) -> None:
                 rejects.add("validate", r.row, r.code, f"{path} row {r.row}: {r.message}", r.record)
 
-            for row, conv in self._measured(iter_conversations(path, on_reject=reject)):
-                problems = validate_conversation(conv)
-                if problems:
-                    rejects.add(
-                        "validate", row, problems[0].code, f"{path} row {row}: {problems[0].message}", conv
-                    )
-                    continue
+            for row, conv in self._measured(conversations(path, on_reject=reject)):
                 self.checks.leakage(row, conv)
                 w.write_line(json.dumps(conv, ensure_ascii=False))
                 index.append(row)
@@ -627,46 +608,20 @@ class _Run:
         )
 
     def _conversations(self, rejects: _Rejects, counters: Counter) -> Iterator[tuple[int, dict]]:
+        """The row pipeline's valid conversations, every reject recorded: messages JSONL as written (its
+        rejects are the validate step's), anything else through the converters (the normalize step's).
+        Detection errors (unknown schema, preference data) raise here, before the first row."""
+        from .pipeline import as_written, open_input
+
         if self.messages_jsonl:
-            return self._read_messages_jsonl(rejects, counters)
-        # Detection errors (unknown schema, preference data) raise here, before the first row.
-        return self._normalized(rejects, counters)
-
-    def _read_messages_jsonl(self, rejects: _Rejects, counters: Counter) -> Iterator[tuple[int, dict]]:
-        """Messages JSONL read line by line as written (no Arrow round trip that would add null keys)."""
-        from .sources.sniff import open_decompressed
-
-        files = getattr(self.source, "files", None) or [self.source.path]
-        offset = 0  # a folder or glob of shards: every file, rows numbered on across them
-        for path in files:
-            lineno = 0
-            with open_decompressed(path, self.source.compression) as fh:
-                for lineno, raw in enumerate(fh, start=1):
-                    row = offset + lineno
-                    try:
-                        text = raw.decode(self.o.encoding or "utf-8").strip()
-                    except UnicodeDecodeError as err:  # not replaced silently: the row goes to the rejects
-                        counters["rows_in"] += 1
-                        rejects.add(
-                            "validate", row, "invalid_json", f"line {row}: not {err.encoding} text",
-                            raw.decode("utf-8", errors="replace").strip()[:2000],
-                        )  # fmt: skip
-                        continue
-                    if not text:
-                        continue
-                    counters["rows_in"] += 1
-                    try:
-                        obj = safe_loads(text)
-                    except json.JSONDecodeError as err:
-                        rejects.add("validate", row, "invalid_json", f"line {row}: {err.msg}", text[:2000])
-                        continue
-                    yield row, obj
-            offset += lineno
-
-    def _normalized(self, rejects: _Rejects, counters: Counter) -> Iterator[tuple[int, dict]]:
-        """The converters' stream, with every rejected row recorded."""
-        items, detection, records_read, self.notes = normalize_items(self.o, self.read_path)
-        self.detection = detection
+            step, items = "validate", as_written(self.source, self.o.convert.encoding)
+            read = None
+        else:
+            opened = open_input(self.read_path, self.o.convert)
+            self.detection = opened.detection.to_dict()
+            self.notes = opened.pipeline.notes
+            read = [0]
+            step, items = "normalize", opened.pipeline.items(opened.batches, read)
 
         def gen() -> Iterator[tuple[int, dict]]:
             for item in items:
@@ -675,23 +630,15 @@ class _Run:
                     counters["converted"] += 1
                     yield item
                 else:
-                    rejects.add("normalize", item.row, item.code, item.message, item.record)
-            counters["records_read"] = records_read[0]
+                    rejects.add(step, item.row, item.code, item.message, item.record)
+            if read is not None:
+                counters["records_read"] = read[0]
 
         return gen()
 
-    def _validated(
-        self, convs: Iterable[tuple[int, dict]], rejects: _Rejects, counters: Counter
-    ) -> Iterator[tuple[int, dict]]:
-        from .messages import validate_conversation
-
+    def _checked(self, convs: Iterable[tuple[int, dict]], rejects: _Rejects) -> Iterator[tuple[int, dict]]:
+        """Valid conversations through the duplicate and contamination checks, counting what they carry."""
         for row, conv in convs:
-            problems = validate_conversation(conv)
-            if problems:
-                p = problems[0]
-                rejects.add("validate", row, p.code, p.message, conv)
-                continue
-            counters["valid"] += 1
             if self.checks is not None:
                 verdict = self.checks.see(row, conv)
                 if verdict is not None:
@@ -1381,32 +1328,6 @@ def _renamed(obj: Any, old: str, new: str) -> Any:
 
 def _promote(f: Finding) -> Finding:
     return Finding(f.code, Severity.ERROR, f.message, f.hint, f.rows, f.data)
-
-
-def normalize_items(
-    opts: PreflightOptions, path: str
-) -> tuple[Iterator[Any], dict[str, Any], list[int], Any]:
-    """The converters' stream: ``(row, conversation)`` or a Reject (``.row .code .message .record``), in
-    input order, plus the detected shape, a counter of records read and the converter's notes (complete once
-    the stream is consumed).
-
-    Uses normalize's public stream (``prepare``/``iter_converted``): ``iter_conversations`` skips the rejects,
-    and preflight must keep every one of them.
-    """
-    from .normalize import check_take, convert_options, iter_converted, prepare
-
-    check_take(opts.take)
-    options = convert_options(
-        role_map=opts.role_map, system=opts.system, take=opts.take, text_only=opts.text_only
-    )
-    prepared = prepare(path, fmt=opts.fmt, mapping=opts.mapping, options=options, encoding=opts.encoding)
-    counter = [0]
-    return (
-        iter_converted(prepared.converter, prepared.batches, counter),
-        prepared.detection.to_dict(),
-        counter,
-        prepared.converter.notes,
-    )
 
 
 def lint_template(

@@ -23,9 +23,11 @@ The distribution functions take plain numpy arrays, so plan and tests can use th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -593,6 +595,21 @@ def tokenizer_max_length(loaded: Any) -> int | None:
     return int(m) if isinstance(m, int) and 0 < m < _NO_MAX_LENGTH else None
 
 
+def stats_of_input(path: str | Path, loaded: Any, spec: Any = None, **kwargs: Any) -> StatsResult:
+    """``compute_stats`` over an input file as the row pipeline reads it (any record shape): the rows it rejects
+    are counted as skipped, and what the converter noticed on the rows it kept is one finding per code.
+    ``spec``: a ``pipeline.ConvertSpec``; ``kwargs``: ``compute_stats``'."""
+    from converters._common import Notes
+
+    from .pipeline import conversations, note_findings
+
+    skipped = Skipped()
+    notes = Notes()
+    rows = conversations(path, spec, on_reject=skipped.add_reject, notes=notes)
+    result = compute_stats(rows, loaded, skipped=skipped, **kwargs)
+    return dataclasses.replace(result, findings=(*result.findings, *note_findings(notes)))
+
+
 def compute_stats(
     conversations: Iterable[tuple[int, dict]],
     loaded: Any,
@@ -615,7 +632,7 @@ def compute_stats(
     ``sample``: measure a uniform random sample of that many rows (seeded) instead of every row.
     ``model_max_length``: defaults to the tokenizer's, when it states one.
     ``mask_generation_prompt``: the recipe's ``dataset.mask_generation_prompt`` (ChatDataset's option).
-    ``skipped``: collects the rows the caller's converter rejected (``iter_conversations(on_reject=...)``).
+    ``skipped``: collects the rows the caller's converter rejected (``pipeline.conversations(on_reject=...)``).
     ``quality``: run the data-quality lint (``dataprep.quality``) over every row read, as it streams.
     ``eval_paths``: eval sets; rows sharing a normalised 13-gram with an eval item are ``eval_contamination``.
     """
@@ -669,7 +686,6 @@ def stats_of_measured(
 ) -> StatsResult:
     """The stats of rows measured elsewhere (``compute_stats``, or preflight measuring as it splits), with the
     findings of the quality lint and eval checks that saw the same rows. ``options``: ``stats_from_counts``'."""
-    import dataclasses
 
     mml = model_max_length if model_max_length is not None else tokenizer_max_length(loaded)
     result = stats_from_counts(counts, model_max_length=mml, **options)

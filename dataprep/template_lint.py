@@ -735,9 +735,9 @@ class TemplateReport:
 
 
 def _read_rows(path: str, samples: int) -> tuple[Iterable[tuple[int, dict]], str]:
-    from .normalize import iter_conversations
+    from .pipeline import conversations
 
-    return iter_conversations(path), "dataprep.normalize"
+    return conversations(path), "dataprep.pipeline"
 
 
 def check_dataset(

@@ -121,17 +121,20 @@ def test_pairs_split_at_the_first_equals_sign_and_the_last_one_wins(pairs):
     assert parse_pairs(tuple(f"{k}={v}" for k, v in pairs), "--map") == dict(pairs)
 
 
-def test_convert_flags_parse_into_iter_conversations_arguments():
-    flags = ConvertFlags("alpaca", ("output=answer",), (), "Be brief.", "chosen", True, "latin-1")
-    assert flags.to_kwargs() == {
-        "fmt": "alpaca",
-        "mapping": {"output": "answer"},
-        "role_map": None,
-        "system": "Be brief.",
-        "take": "chosen",
-        "text_only": True,
-        "encoding": "latin-1",
-    }
+def test_convert_flags_parse_into_one_convert_spec():
+    from dataprep.pipeline import ConvertSpec
+
+    flags = ConvertFlags("alpaca", ("output=answer",), (), "Be brief.", "chosen", True, False, "latin-1")
+    assert flags.spec() == ConvertSpec(
+        fmt="alpaca",
+        mapping={"output": "answer"},
+        system="Be brief.",
+        take="chosen",
+        text_only=True,
+        encoding="latin-1",
+    )
+    with pytest.raises(UsageError, match="--map"):
+        ConvertFlags(None, ("output",), (), None, None, False, False, None).spec()
 
 
 @pytest.mark.parametrize(

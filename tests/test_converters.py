@@ -19,7 +19,7 @@ from converters.prompt_completion import PromptCompletion
 from converters.sharegpt import ShareGPT
 from dataprep.errors import DataprepError, FindingError, UsageError
 from dataprep.messages import validate_conversation
-from dataprep.normalize import dumps_line
+from dataprep.pipeline import dumps_line
 from dataprep.sources.base import Batch
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from dataprep.errors import DataprepError, FindingError, MissingDependency, UsageError
 from dataprep.normalize import normalize
+from dataprep.pipeline import ConvertSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "fixtures" / "records"
@@ -83,15 +84,16 @@ def _assert_same_result(local, remote) -> None:
 
 
 # -- normalize: byte-identical to the local engine ---------------------------------------------------------------
-CASES = sorted(n for n, (_, kw) in GOLDEN_CASES.items() if not n.startswith("oasst"))
+CASES = sorted(n for n in GOLDEN_CASES if not n.startswith("oasst"))
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_merged_output_and_rejects_equal_the_local_engine(name, tmp_path):
-    src, kw = GOLDEN_CASES[name]
-    local = normalize(RECORDS / src, tmp_path / "local.jsonl", rejects=tmp_path / "local.rej.jsonl", **kw)
+    src, fields, kw = GOLDEN_CASES[name]
+    spec = ConvertSpec(**fields)
+    local = normalize(RECORDS / src, tmp_path / "local.jsonl", spec, rejects=tmp_path / "local.rej.jsonl", **kw)
     remote = normalize_ray(
-        RECORDS / src, tmp_path / "ray.jsonl", rejects=tmp_path / "ray.rej.jsonl", merge=True, **kw
+        RECORDS / src, tmp_path / "ray.jsonl", spec, rejects=tmp_path / "ray.rej.jsonl", merge=True, **kw
     )
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     assert (tmp_path / "ray.rej.jsonl").read_bytes() == (tmp_path / "local.rej.jsonl").read_bytes()
@@ -150,15 +152,15 @@ def test_jsonl_shards_equal_the_local_engine_on_their_concatenation(tmp_path):
     for k in range(4):
         (shards / f"s{k}.jsonl").write_bytes(b"".join(lines[cuts[k] : cuts[k + 1]]))
     (tmp_path / "all.jsonl").write_bytes(b"".join(lines))
-    kw = {"fmt": "openai_messages"}
-    local = normalize(tmp_path / "all.jsonl", tmp_path / "local.jsonl", **kw)
-    remote = normalize_ray(shards, tmp_path / "ray.jsonl", merge=True, **kw)
+    spec = ConvertSpec(fmt="openai_messages")
+    local = normalize(tmp_path / "all.jsonl", tmp_path / "local.jsonl", spec)
+    remote = normalize_ray(shards, tmp_path / "ray.jsonl", spec, merge=True)
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     assert (tmp_path / "ray.rejects.jsonl").read_bytes() == (tmp_path / "local.rejects.jsonl").read_bytes()
     assert local.rejected > 0
     _assert_same_result(local, remote)
     # a glob reads the same shards
-    normalize_ray(str(shards / "s*.jsonl"), tmp_path / "glob.jsonl", merge=True, **kw)
+    normalize_ray(str(shards / "s*.jsonl"), tmp_path / "glob.jsonl", spec, merge=True)
     assert (tmp_path / "glob.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
 
 
@@ -194,20 +196,20 @@ def test_jsonl_cut_into_byte_ranges_gives_the_local_bytes(
         (tmp / "in" / "a.jsonl").write_bytes(half)
         (tmp / "in" / "b.jsonl").write_bytes(data[len(half) :])
         src = tmp / "in"
-    kw = {"fmt": "openai_messages"}
-    local = normalize(tmp / "all.jsonl", tmp / "local.jsonl", **kw)
-    remote = normalize_ray(src, tmp / "ray.jsonl", merge=True, block_bytes=block_bytes, **kw)
+    spec = ConvertSpec(fmt="openai_messages")
+    local = normalize(tmp / "all.jsonl", tmp / "local.jsonl", spec)
+    remote = normalize_ray(src, tmp / "ray.jsonl", spec, merge=True, block_bytes=block_bytes)
     assert (tmp / "ray.jsonl").read_bytes() == (tmp / "local.jsonl").read_bytes()
     assert (tmp / "ray.rejects.jsonl").read_bytes() == (tmp / "local.rejects.jsonl").read_bytes()
     assert remote.read == local.read
 
 
 def test_dedup_needs_merge_and_then_matches_local(tmp_path):
-    kw = {"fmt": "openai_messages", "dedup": True}
+    spec = ConvertSpec(fmt="openai_messages")
     with pytest.raises(UsageError, match="--merge"):
-        normalize_ray(RECORDS / "malformed.jsonl", tmp_path / "o", **kw)
-    local = normalize(RECORDS / "malformed.jsonl", tmp_path / "local.jsonl", **kw)
-    remote = normalize_ray(RECORDS / "malformed.jsonl", tmp_path / "ray.jsonl", merge=True, **kw)
+        normalize_ray(RECORDS / "malformed.jsonl", tmp_path / "o", spec, dedup=True)
+    local = normalize(RECORDS / "malformed.jsonl", tmp_path / "local.jsonl", spec, dedup=True)
+    remote = normalize_ray(RECORDS / "malformed.jsonl", tmp_path / "ray.jsonl", spec, merge=True, dedup=True)
     assert remote.duplicates == local.duplicates == 1
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     _assert_same_result(local, remote)
@@ -300,10 +302,10 @@ def test_missing_ray_is_a_usage_error_naming_the_extra(monkeypatch, tmp_path):
         normalize_ray(RECORDS / "alpaca.jsonl", tmp_path / "o")
     assert e.value.exit_code == 2
     assert e.value.finding.hint == "pip install 'dataprep[ray]'"
-    from dataprep.cli._engine import dispatch_stats
+    from dataprep.engine import stats_on
 
     with pytest.raises(MissingDependency):
-        dispatch_stats("ray", None, str(RECORDS / "alpaca.jsonl"), object(), convert={})
+        stats_on("ray", str(RECORDS / "alpaca.jsonl"), object())
 
 
 def test_engine_options_on_a_command(monkeypatch, tmp_path):
@@ -311,7 +313,8 @@ def test_engine_options_on_a_command(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
     from dataprep.cli._common import Outcome, run
-    from dataprep.cli._engine import dispatch_normalize, engine_options
+    from dataprep.cli._engine import engine_options
+    from dataprep.engine import normalize_on
 
     @click.command()
     @click.argument("inp")
@@ -319,7 +322,7 @@ def test_engine_options_on_a_command(monkeypatch, tmp_path):
     @engine_options(merge=True)
     def cmd(inp, out, engine, ray_address, merge):
         def body():
-            r = dispatch_normalize(engine, ray_address, merge, inp, out)
+            r = normalize_on(engine, inp, out, ray_address=ray_address, merge=merge)
             return Outcome(r.to_dict(), r.findings())
 
         run(body, as_json=True)
@@ -367,7 +370,7 @@ def test_resolve_address(monkeypatch):
     ("model", "sample"), [("chatml-gen", None), ("chatml", None), ("chatml-gen", 17)], ids=str
 )
 def test_stats_json_equals_the_local_engine(tmp_path, model, sample):
-    from dataprep.normalize import iter_conversations
+    from dataprep.pipeline import conversations
     from dataprep.stats import Skipped, compute_stats
     from dataprep.tokenizer import load_tokenizer
 
@@ -376,7 +379,7 @@ def test_stats_json_equals_the_local_engine(tmp_path, model, sample):
     kw = {"seq_lengths": (16, 32, 64), "batch_sizes": (1, 4), "sample": sample}
     skipped = Skipped()
     local = compute_stats(
-        iter_conversations(inp, on_reject=skipped.add_reject), loaded, skipped=skipped, **kw
+        conversations(inp, on_reject=skipped.add_reject), loaded, skipped=skipped, **kw
     )
     done: list[int] = []
     remote = stats_ray(inp, loaded, block_rows=16, progress=done.append, **kw)
@@ -386,13 +389,13 @@ def test_stats_json_equals_the_local_engine(tmp_path, model, sample):
 
 
 def test_stats_on_jsonl_with_rejects_and_a_model_path(tmp_path):
-    from dataprep.normalize import iter_conversations
+    from dataprep.pipeline import conversations
     from dataprep.stats import Skipped, compute_stats
     from dataprep.tokenizer import load_tokenizer
 
     loaded = load_tokenizer(str(MODELS / "chatml-gen"))
     skipped = Skipped()
-    rows = iter_conversations(RECORDS / "malformed.jsonl", on_reject=skipped.add_reject)
+    rows = conversations(RECORDS / "malformed.jsonl", on_reject=skipped.add_reject)
     local = compute_stats(rows, loaded, skipped=skipped)
     assert local.rows_skipped and local.rows_read == local.rows + sum(local.rows_skipped.values())
     # byte ranges of ~200 bytes: several blocks, one actor measures them all
@@ -451,7 +454,7 @@ def test_stats_quality_lint_and_notes_equal_the_local_engine(tmp_path):
     """Quality defects (one canned answer repeated across blocks, placeholders, mojibake) and the converter's
     notes (pandas literal cells) give the same findings and figures on Ray, block by block merged."""
     from converters._common import Notes
-    from dataprep.normalize import iter_conversations, note_findings
+    from dataprep.pipeline import conversations, note_findings
     from dataprep.stats import Skipped, compute_stats
     from dataprep.tokenizer import load_tokenizer
 
@@ -469,7 +472,7 @@ def test_stats_quality_lint_and_notes_equal_the_local_engine(tmp_path):
     loaded = load_tokenizer(str(MODELS / "chatml"))
     skipped, notes = Skipped(), Notes()
     local = compute_stats(
-        iter_conversations(inp, on_reject=skipped.add_reject, notes=notes), loaded, skipped=skipped
+        conversations(inp, on_reject=skipped.add_reject, notes=notes), loaded, skipped=skipped
     )
     local_findings = [*local.findings, *note_findings(notes)]
     remote = stats_ray(inp, loaded, block_rows=16)

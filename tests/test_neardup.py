@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dataprep.dedup import load_evals
 from dataprep.neardup import Contamination, NearDup, conversation_text, eval_set_paths
-from dataprep.normalize import iter_conversations
+from dataprep.pipeline import conversations
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "data" / "neardup"
 TRUTH = json.loads((FIX / "truth.json").read_text(encoding="utf-8"))
@@ -117,7 +117,7 @@ def test_identical_rows_are_always_detected(a, b):
 def test_fixture_near_duplicates_are_found_exactly():
     d = NearDup()
     found = {}
-    for row, c in iter_conversations(FIX / "train.jsonl"):
+    for row, c in conversations(FIX / "train.jsonl"):
         of = d.check(row, c)
         if of is not None:
             found[str(row)] = of
@@ -215,7 +215,7 @@ def test_eval_folder_is_one_set_per_file(evals):
 
 def test_contamination_fires_on_the_fixture_row_and_only_there(evals):
     hits = {}
-    for row, c in iter_conversations(FIX / "train.jsonl"):
+    for row, c in conversations(FIX / "train.jsonl"):
         h = evals.check(row, c)
         if h is not None:
             hits[str(row)] = [h.eval_name, h.eval_row]

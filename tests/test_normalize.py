@@ -1,4 +1,4 @@
-"""normalize(): golden outputs, reconciliation, determinism, refusals, atomic output, iter_conversations."""
+"""normalize(): golden outputs, reconciliation, determinism, refusals, atomic output, conversations."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from dataprep.errors import DataprepError, FindingError, UsageError
 from dataprep.messages import validate_conversation
-from dataprep.normalize import default_rejects_path, detect_path, iter_conversations, normalize
+from dataprep.normalize import default_rejects_path, normalize
+from dataprep.pipeline import ConvertSpec, conversations, detect_path
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "fixtures" / "records"
@@ -26,9 +27,9 @@ from make_records import GOLDEN_CASES  # noqa: E402
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
 def test_golden(name, tmp_path):
-    src, kw = GOLDEN_CASES[name]
+    src, spec, kw = GOLDEN_CASES[name]
     out, rej = tmp_path / "out.jsonl", tmp_path / "rej.jsonl"
-    result = normalize(RECORDS / src, out, rejects=rej, **kw)
+    result = normalize(RECORDS / src, out, ConvertSpec(**spec), rejects=rej, **kw)
     assert out.read_bytes() == (GOLDEN / f"{name}.jsonl").read_bytes()
     assert rej.read_bytes() == (GOLDEN / f"{name}.rejects.jsonl").read_bytes()
     assert result.reconciled
@@ -47,7 +48,7 @@ def test_output_is_utf8_without_escapes_and_deterministic(tmp_path):
 
 
 def test_counts_and_findings(tmp_path):
-    r = normalize(RECORDS / "malformed.jsonl", tmp_path / "o.jsonl", fmt="openai_messages", dedup=True)
+    r = normalize(RECORDS / "malformed.jsonl", tmp_path / "o.jsonl", ConvertSpec(fmt="openai_messages"), dedup=True)
     assert (r.read, r.written, r.rejected, r.duplicates) == (9, 2, 6, 1)
     assert r.rejected_by_code == {
         "invalid_json": 1,
@@ -75,7 +76,7 @@ def test_all_rows_rejected_is_an_error(tmp_path):
 
 
 def test_without_dedup_duplicates_are_written(tmp_path):
-    r = normalize(RECORDS / "malformed.jsonl", tmp_path / "o.jsonl", fmt="openai_messages")
+    r = normalize(RECORDS / "malformed.jsonl", tmp_path / "o.jsonl", ConvertSpec(fmt="openai_messages"))
     assert (r.written, r.duplicates) == (3, 0)
 
 
@@ -96,10 +97,10 @@ def test_reader_formats(name, tmp_path):
 def test_map_renames_columns(tmp_path):
     src = tmp_path / "qa.jsonl"
     src.write_text('{"q": "Why?", "a": "Because."}\n', encoding="utf-8")
-    r = normalize(src, tmp_path / "o.jsonl", mapping={"instruction": "q", "output": "a"})
+    r = normalize(src, tmp_path / "o.jsonl", ConvertSpec(mapping={"instruction": "q", "output": "a"}))
     assert r.detection.shape == "alpaca" and r.written == 1
     with pytest.raises(UsageError) as e:
-        normalize(src, tmp_path / "o2.jsonl", mapping={"instruction": "nope"})
+        normalize(src, tmp_path / "o2.jsonl", ConvertSpec(mapping={"instruction": "nope"}))
     assert "nope" in e.value.finding.message
 
 
@@ -159,8 +160,8 @@ def test_failed_run_leaves_no_output(tmp_path, monkeypatch):
 
 
 def test_small_batches_give_the_same_output(tmp_path):
-    normalize(RECORDS / "malformed.jsonl", tmp_path / "a.jsonl", fmt="openai_messages")
-    normalize(RECORDS / "malformed.jsonl", tmp_path / "b.jsonl", fmt="openai_messages", batch_rows=2)
+    normalize(RECORDS / "malformed.jsonl", tmp_path / "a.jsonl", ConvertSpec(fmt="openai_messages"))
+    normalize(RECORDS / "malformed.jsonl", tmp_path / "b.jsonl", ConvertSpec(fmt="openai_messages"), batch_rows=2)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert (tmp_path / "a.rejects.jsonl").read_bytes() == (tmp_path / "b.rejects.jsonl").read_bytes()
 
@@ -170,7 +171,7 @@ def test_progress_reports_records_read(tmp_path):
     normalize(
         RECORDS / "malformed.jsonl",
         tmp_path / "o.jsonl",
-        fmt="openai_messages",
+        ConvertSpec(fmt="openai_messages"),
         batch_rows=4,
         progress=lambda done, total: seen.append((done, total)),
     )
@@ -182,13 +183,13 @@ def test_oasst_counts_conversations(tmp_path):
     assert (r.unit, r.records_read, r.read, r.written, r.rejected) == ("conversation", 8, 3, 2, 1)
 
 
-def test_iter_conversations_yields_valid_rows_with_source_numbers():
-    items = list(iter_conversations(RECORDS / "malformed.jsonl", fmt="openai_messages"))
+def test_conversations_yields_valid_rows_with_source_numbers():
+    items = list(conversations(RECORDS / "malformed.jsonl", ConvertSpec(fmt="openai_messages")))
     assert [r for r, _ in items] == [1, 8, 9]
     assert all(validate_conversation(c) == [] for _, c in items)
     with pytest.raises(FindingError):
-        iter_conversations(RECORDS / "preference.jsonl")
-    assert len(list(iter_conversations(RECORDS / "preference.jsonl", take="chosen"))) == 2
+        conversations(RECORDS / "preference.jsonl")
+    assert len(list(conversations(RECORDS / "preference.jsonl", ConvertSpec(take="chosen")))) == 2
 
 
 def test_detect_path_does_not_refuse():
@@ -237,12 +238,12 @@ def test_random_input_never_crashes_and_always_reconciles(tmp_path_factory, line
     src = d / "in.jsonl"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
-        r1 = normalize(src, d / "a.jsonl", fmt=fmt, dedup=dedup)
+        r1 = normalize(src, d / "a.jsonl", ConvertSpec(fmt=fmt), dedup=dedup)
     except DataprepError as e:  # a whole-input refusal, never a traceback
         assert e.finding.code in {"unknown_schema", "pretraining_text", "preference_data", "unreadable_input"}
         return
     assert r1.reconciled
-    r2 = normalize(src, d / "b.jsonl", fmt=fmt, dedup=dedup, batch_rows=3)
+    r2 = normalize(src, d / "b.jsonl", ConvertSpec(fmt=fmt), dedup=dedup, batch_rows=3)
     assert (d / "a.jsonl").read_bytes() == (d / "b.jsonl").read_bytes()
     assert (d / "a.rejects.jsonl").read_bytes() == (d / "b.rejects.jsonl").read_bytes()
     assert r2.reconciled and r2.read == r1.read

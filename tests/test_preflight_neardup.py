@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dataprep.normalize import iter_conversations
+from dataprep.pipeline import conversations
 
 ROOT = Path(__file__).resolve().parent.parent
 ND = ROOT / "fixtures" / "data" / "neardup"
@@ -33,7 +33,7 @@ def _side_of_rows(out: Path) -> dict[str, str]:
 def test_near_duplicate_clusters_stay_on_one_side(cli, tmp_path):
     d, out = _run(cli, tmp_path, "--val-fraction", "0.5")
     side = _side_of_rows(out)
-    convs = {row: json.dumps(c, sort_keys=True) for row, c in iter_conversations(ND / "train.jsonl")}
+    convs = {row: json.dumps(c, sort_keys=True) for row, c in conversations(ND / "train.jsonl")}
     pairs = [(int(m), f) for m, f in TRUTH["near"].items()]
     assert pairs
     for member, first in pairs:

@@ -214,7 +214,7 @@ def test_jsonl_shards_whose_types_differ_still_read(tmp_path):
 
 
 def test_map_keeps_exact_records(tmp_path):
-    from dataprep.normalize import _rename_batch
+    from dataprep.pipeline import _rename_batch
 
     p = _jsonl(
         tmp_path / "m.jsonl", [{"q": "Why?", "a": "Because.", "w": 1}, {"q": "Hi", "a": "Hello", "w": 1.5}]

@@ -24,7 +24,8 @@ from converters._common import (
 from converters.openai_messages import OpenAIMessages
 from dataprep.errors import FindingError
 from dataprep.messages import validate_conversation
-from dataprep.normalize import iter_conversations, normalize
+from dataprep.normalize import normalize
+from dataprep.pipeline import ConvertSpec, conversations
 from dataprep.sources.base import Batch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,7 +284,7 @@ def test_kto_is_preference_data_and_take_chosen_keeps_the_desirable_rows(
 ):
     r = cli("normalize", path, tmp_path / "refused.jsonl")
     assert r.exit_code == 1 and "error[preference_data]" in r.stderr and "KTO" in r.stderr
-    res = normalize(path, tmp_path / "out.jsonl", take="chosen")
+    res = normalize(path, tmp_path / "out.jsonl", ConvertSpec(take="chosen"))
     assert res.detection.shape == "kto" and res.reconciled
     assert [c["messages"][-1]["content"] for c in _lines(tmp_path / "out.jsonl")] == kept
     rejects = _lines(tmp_path / "out.rejects.jsonl")
@@ -314,9 +315,9 @@ def test_kto_label_must_be_boolean_and_a_class_label_is_not_kto():
 
 
 # -- the other consumers: stats' stream, and the Ray engine ------------------------------------------------------
-def test_iter_conversations_fills_the_notes_it_is_given():
+def test_conversations_fills_the_notes_it_is_given():
     notes = Notes()
-    rows = list(iter_conversations(V1, notes=notes))
+    rows = list(conversations(V1, notes=notes))
     assert len(rows) == 4 and notes.counts == {"loss_weight_ignored": 2}
 
 
@@ -342,10 +343,9 @@ def test_the_ray_engine_gives_the_same_bytes_and_findings(local_ray, tmp_path):
         (SHAREGPT_PREF, {"take": "chosen"}),
         (KTO_PC, {"take": "chosen"}),
     ]:
-        local = normalize(path, tmp_path / "l.jsonl", rejects=tmp_path / "l.rej", force=True, **kw)
-        remote = normalize_ray(
-            path, tmp_path / "r.jsonl", rejects=tmp_path / "r.rej", merge=True, force=True, **kw
-        )
+        spec = ConvertSpec(**kw)
+        local = normalize(path, tmp_path / "l.jsonl", spec, rejects=tmp_path / "l.rej", force=True)
+        remote = normalize_ray(path, tmp_path / "r.jsonl", spec, rejects=tmp_path / "r.rej", merge=True, force=True)
         assert (tmp_path / "r.jsonl").read_bytes() == (tmp_path / "l.jsonl").read_bytes()
         assert (tmp_path / "r.rej").read_bytes() == (tmp_path / "l.rej").read_bytes()
         ours = [f.to_dict() for f in local.findings()]

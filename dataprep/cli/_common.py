@@ -147,6 +147,26 @@ def os_error_finding(err: OSError) -> Finding:
     )
 
 
+def flag_of(option: str) -> str:
+    """How the running command spells a library option (``seq_length`` -> ``--seq-length``, ``fmt`` ->
+    ``--format``, ``out`` -> ``OUT``): its own parameter of that name, else the option's name as a flag."""
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        for p in ctx.command.params:
+            if p.name == option:
+                longs = [o for o in p.opts if o.startswith("--")]
+                return longs[0] if longs else p.human_readable_name
+        ctx = ctx.parent
+    return "--" + option.replace("_", "-")
+
+
+def error_finding(err: DataprepError) -> Finding:
+    """The finding a library error shows on the command line: options named as this command's flags."""
+    from ..errors import UsageError
+
+    return err.for_flags(flag_of) if isinstance(err, UsageError) else err.finding
+
+
 def run(
     body: Callable[[], Outcome], *, as_json: bool = False, quiet: bool = False, strict: bool = False
 ) -> NoReturn:
@@ -156,7 +176,7 @@ def run(
     except DataprepError as err:
         if os.environ.get("DATAPREP_RAISE"):
             raise
-        outcome = Outcome(findings=[err.finding], exit_code=err.exit_code)
+        outcome = Outcome(findings=[error_finding(err)], exit_code=err.exit_code)
     except OSError as err:
         if err.errno == errno.EPIPE:
             closed_pipe_exit()

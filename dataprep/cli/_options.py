@@ -67,23 +67,28 @@ class ConvertFlags:
     system: str | None
     take: str | None
     text_only: bool
+    all_paths: bool
     encoding: str | None
 
-    def to_kwargs(self) -> dict[str, Any]:
-        """iter_conversations' keyword arguments; a malformed pair is a UsageError (exit 2)."""
-        return {
-            "fmt": self.fmt,
-            "mapping": parse_pairs(self.mapping, "--map") or None,
-            "role_map": parse_pairs(self.role_map, "--role-map") or None,
-            "system": self.system,
-            "take": self.take,
-            "text_only": self.text_only,
-            "encoding": self.encoding,
-        }
+    def spec(self) -> Any:
+        """The ``pipeline.ConvertSpec`` the flags ask for; a malformed pair is a UsageError (exit 2)."""
+        from ..pipeline import ConvertSpec
+
+        return ConvertSpec(
+            fmt=self.fmt,
+            mapping=parse_pairs(self.mapping, "--map"),
+            role_map=parse_pairs(self.role_map, "--role-map"),
+            system=self.system,
+            take=self.take,
+            text_only=self.text_only,
+            all_paths=self.all_paths,
+            encoding=self.encoding,
+        )
 
 
 def convert_options(f: Callable) -> Callable:
-    """--format, --map, --role-map, --system, --take, --text-only, --encoding, passed to the command as one
+    """--format, --map, --role-map, --system, --take, --text-only, --all-paths, --encoding, passed to the
+    command as one
     ``convert: ConvertFlags`` argument."""
     names = [field.name for field in fields(ConvertFlags)]
 
@@ -121,6 +126,9 @@ def convert_options(f: Callable) -> Callable:
             ),
             click.option(
                 "--text-only", is_flag=True, help="Keep the text parts of messages with images or audio."
+            ),
+            click.option(
+                "--all-paths", is_flag=True, help="OASST trees: every root-to-leaf path, not only the best."
             ),
             click.option(
                 "--encoding", metavar="ENC", help="Text encoding of the input (default: UTF-8, BOM-aware)."

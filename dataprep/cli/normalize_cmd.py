@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ._common import Outcome, output_options, rows_progress, run
-from ._engine import dispatch_normalize, engine_options
+from ._engine import engine_options
 from ._options import ConvertFlags, convert_options
 
 
@@ -39,7 +39,6 @@ DEDUP_VALUES = ("exact", "near")
     help="Drop exact duplicates of the normalized conversation (a bare --dedup is exact); near: also set near "
     "duplicates (word 3-gram Jaccard >= 0.7) aside in rejects as near_duplicate.",
 )
-@click.option("--all-paths", is_flag=True, help="OASST trees: every root-to-leaf path, not only the best.")
 @click.option(
     "--rejects", type=click.Path(dir_okay=False), help="Rejects file [default: OUT stem + .rejects.jsonl]."
 )
@@ -59,7 +58,6 @@ def normalize_cmd(
     out,
     convert: ConvertFlags,
     dedup,
-    all_paths,
     rejects,
     force,
     max_tokens,
@@ -89,17 +87,18 @@ def normalize_cmd(
     """
 
     def body() -> Outcome:
+        from ..engine import normalize_on
+
         with rows_progress("normalizing", enabled=not (quiet or as_json)) as bar:
             progress = bar.set if bar is not None else None
-            result = dispatch_normalize(
+            result = normalize_on(
                 engine,
-                ray_address,
-                merge,
                 inp,
                 out,
-                **convert.to_kwargs(),
+                convert.spec(),
+                ray_address=ray_address,
+                merge=merge,
                 dedup=dedup,
-                all_paths=all_paths,
                 rejects=rejects,
                 force=force,
                 progress=progress,

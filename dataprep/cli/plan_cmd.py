@@ -267,7 +267,7 @@ def _read_stats(path: str) -> dict[str, Any]:
 def _compute_stats(dataset: str, model: str, seq_length: int | None, allow_download: bool) -> dict[str, Any]:
     from ..errors import FindingError
     from ..findings import finding
-    from ..normalize import iter_conversations
+    from ..pipeline import conversations
     from ..stats import compute_stats
     from ..tokenizer import load_tokenizer
 
@@ -277,9 +277,7 @@ def _compute_stats(dataset: str, model: str, seq_length: int | None, allow_downl
             finding("chat_template_missing", f"{model}: no chat template to measure --dataset through")
         )
     seqs = sorted({512, 1024, 2048, 4096, 8192, *((seq_length,) if seq_length else ())})
-    return compute_stats(
-        iter_conversations(dataset), loaded, seq_lengths=seqs, batch_sizes=BATCH_SIZES
-    ).to_dict()
+    return compute_stats(conversations(dataset), loaded, seq_lengths=seqs, batch_sizes=BATCH_SIZES).to_dict()
 
 
 def _to_yaml(overrides: dict[str, Any]) -> str:

@@ -191,7 +191,7 @@ def preflight_cmd(
             gpus=gpus,
             gpu_memory_bytes=resolve_gpu_memory(gpu_memory, gpu)[0],  # --gpu-memory, else --gpu's, else 80GiB
             val_fraction=val_fraction,
-            **convert.to_kwargs(),
+            convert=convert.spec(),
             chat_template=chat_template,
             allow_download=allow_download,
             seq_length=seq_length,

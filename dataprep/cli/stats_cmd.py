@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ._common import Outcome, output_options, rows_progress, run
-from ._engine import dispatch_stats, engine_options
+from ._engine import engine_options
 from ._options import WORKERS_HELP, ConvertFlags, Workers, convert_options, length_options, parse_int_list
 
 _PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
@@ -110,11 +110,12 @@ def stats_cmd(
     """
 
     def body() -> Outcome:
+        from ..engine import stats_on
         from ..errors import FindingError
         from ..findings import finding
         from ..tokenizer import load_tokenizer
 
-        convert_kwargs = convert.to_kwargs()
+        spec = convert.spec()
         lengths = parse_int_list(seq_lengths, "--seq-lengths")
         sizes = parse_int_list(batch_sizes, "--batch-sizes")
         if per_row:
@@ -138,12 +139,12 @@ def stats_cmd(
             )
         with rows_progress("measuring", enabled=not (quiet or as_json)) as bar:
             advance = bar.advance if bar is not None else None
-            result = dispatch_stats(
+            result = stats_on(
                 engine,
-                ray_address,
                 path,
                 loaded,
-                convert=convert_kwargs,
+                spec,
+                ray_address=ray_address,
                 seq_lengths=lengths,
                 batch_sizes=sizes,
                 sample=sample,
@@ -160,9 +161,7 @@ def stats_cmd(
         findings = list(result.findings)
         checked = None
         if trainer_check:
-            checked = _trainer_check(
-                path, convert_kwargs, result.counts, loaded, trainer_check, mask_generation_prompt
-            )
+            checked = _trainer_check(path, spec, result.counts, loaded, trainer_check, mask_generation_prompt)
             findings += checked.findings()
         payload = {
             "input": path,
@@ -180,14 +179,14 @@ def stats_cmd(
     run(body, as_json=as_json, quiet=quiet, strict=strict)
 
 
-def _trainer_check(path: str, convert: dict, counts: Any, loaded: Any, n: int, mgp: bool) -> Any:
+def _trainer_check(path: str, spec: Any, counts: Any, loaded: Any, n: int, mgp: bool) -> Any:
     """A seeded sample of the rows stats measured (or rejected), read again by the installed AutoModel."""
-    from ..normalize import iter_conversations
+    from ..pipeline import conversations
     from ..stats import reservoir_sample
     from ..trainer_check import check_rows
 
     known = set(counts.rows.tolist()) | {r for r, _, _ in counts.rejected}
-    rows, _ = reservoir_sample(((r, c) for r, c in iter_conversations(path, **convert) if r in known), n)
+    rows, _ = reservoir_sample(((r, c) for r, c in conversations(path, spec) if r in known), n)
     return check_rows(rows, counts, loaded, mask_generation_prompt=mgp)
 
 
