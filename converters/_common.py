@@ -79,8 +79,8 @@ class ConvertOptions:
             from dataprep.errors import UsageError
 
             raise UsageError(
-                f"--role-map {', '.join(bad)}: the target is not a role",
-                hint="map to system, user, assistant or tool (e.g. --role-map gpt=assistant)",
+                f"$[role_map] {', '.join(bad)}: the target is not a role",
+                hint="map to system, user, assistant or tool (e.g. $[role_map] gpt=assistant)",
             )
 
 

@@ -16,9 +16,9 @@ ENGINES = ("local", "ray")
 
 def check_engine(engine: str, ray_address: str | None) -> None:
     if engine not in ENGINES:
-        raise UsageError(f"${{engine}} {engine!r}", hint="valid engines: " + ", ".join(ENGINES))
+        raise UsageError(f"$[engine] {engine!r}", hint="valid engines: " + ", ".join(ENGINES))
     if engine == "local" and ray_address:
-        raise UsageError("${ray_address} needs ${engine} ray", hint="add ${engine} ray")
+        raise UsageError("$[ray_address] needs $[engine] ray", hint="add $[engine] ray")
 
 
 def normalize_on(
@@ -44,15 +44,15 @@ def normalize_on(
         # the first of a near-duplicate cluster is a question of input order over every shard: one sequential
         # index, which Ray's independent block workers do not have
         raise UsageError(
-            "${dedup} near is not available with ${engine} ray",
-            hint="normalize locally with ${dedup} near (about 1 KB of memory per kept row)",
+            "$[dedup] near is not available with $[engine] ray",
+            hint="normalize locally with $[dedup] near (about 1 KB of memory per kept row)",
         )
     if kwargs.get("dedup") == "exact":
         kwargs["dedup"] = True
     if kwargs.get("max_tokens") is not None:
         raise UsageError(
-            "${max_tokens} is not available with ${engine} ray yet",
-            hint="normalize locally with ${max_tokens}, or set long rows aside in preflight / stats ${max_tokens}",
+            "$[max_tokens] is not available with $[engine] ray yet",
+            hint="normalize locally with $[max_tokens], or set long rows aside in preflight / stats $[max_tokens]",
         )
     from .engine_ray import normalize_ray
 
@@ -81,7 +81,7 @@ def stats_on(
         return stats_of_input(path, loaded, spec, workers=workers, **stats_kwargs)
     if stats_kwargs.get("eval_paths"):
         raise UsageError(
-            "${eval_paths} is not available with ${engine} ray yet", hint="run stats ${eval_paths} locally"
+            "$[eval_paths] is not available with $[engine] ray yet", hint="run stats $[eval_paths] locally"
         )
     from .engine_ray import stats_ray
 

@@ -17,13 +17,14 @@ from pathlib import Path
 
 from .findings import EXIT_FINDINGS, EXIT_USAGE, Finding, finding
 
-# ``${name}`` in a usage error's message or hint names an option by its parameter name (``${seq_length}``); the
-# library never spells a command-line flag, the CLI does (``--seq-length``).
-_OPTION = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
+# ``$[name]`` in a usage error's message or hint names an option by its parameter name (``$[seq_length]``); the
+# library never spells a command-line flag, the CLI does (``--seq-length``). Not ``${...}``: recipes and shells
+# use that for their own variables, which a message may quote.
+_OPTION = re.compile(r"\$\[([a-z_][a-z0-9_]*)\]")
 
 
 def name_options(text: str | None, name: Callable[[str], str] = str) -> str | None:
-    """``text`` with each ``${option}`` written as ``name(option)``: the parameter name by default."""
+    """``text`` with each ``$[option]`` written as ``name(option)``: the parameter name by default."""
     return None if text is None else _OPTION.sub(lambda m: name(m.group(1)), text)
 
 
@@ -36,7 +37,7 @@ class DataprepError(Exception):
 
 
 class UsageError(DataprepError):
-    """A request that cannot be done as asked. ``${option}`` in the message or hint names an option: a Python
+    """A request that cannot be done as asked. ``$[option]`` in the message or hint names an option: a Python
     caller reads the parameter name (``seq_length``), the CLI shows its flag (``for_flags``)."""
 
     def __init__(self, message: str, hint: str | None = None):

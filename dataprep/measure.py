@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from . import trainer
+from .hf_internals import backend_of, compile_template, generate, tracking
 from .trainer import MASK_SOURCES  # noqa: F401 - re-exported
 
 _START, _END = itemgetter(0), itemgetter(1)
@@ -209,7 +210,7 @@ def make_spec(
     tok = getattr(tokenizer_or_loaded, "tokenizer", tokenizer_or_loaded)
     template = tok.get_chat_template(None, None)
     tools_template = tok.get_chat_template(None, [{"type": "function"}])
-    backend = _backend_of(tok)
+    backend = backend_of(tok)
     return MeasureSpec(
         tokenizer_json=backend.to_str() if portable else None,
         template=template,
@@ -224,14 +225,6 @@ def make_spec(
     )
 
 
-def _backend_of(tokenizer_or_loaded: Any) -> Any:
-    tok = getattr(tokenizer_or_loaded, "tokenizer", tokenizer_or_loaded)
-    backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
-    if backend is None:
-        raise TypeError("measuring needs a fast (tokenizers-backed) tokenizer")
-    return backend
-
-
 class Measurer:
     """Renders and tokenizes batches of conversations; one per process."""
 
@@ -241,7 +234,6 @@ class Measurer:
 
     def __init__(self, spec: MeasureSpec, backend: Any = None):
         from tokenizers import Tokenizer
-        from transformers.utils import chat_template_utils as ctu
 
         self.spec = spec
         self.mask_source = spec.mask_source
@@ -257,12 +249,9 @@ class Measurer:
             backend.no_padding()
         backend.encode_special_tokens = spec.split_special_tokens
         self._backend = backend
-        self._ctu = ctu
-        self._compiled = ctu._compile_jinja_template(spec.template)
+        self._compiled = compile_template(spec.template)
         self._compiled_tools = (
-            self._compiled
-            if spec.tools_template == spec.template
-            else ctu._compile_jinja_template(spec.tools_template)
+            self._compiled if spec.tools_template == spec.template else compile_template(spec.tools_template)
         )
         self._kwargs = dict(spec.template_kwargs)  # transformers 5.18 passes the special tokens as they are
         # Template.render copies the template's globals (a ChainMap) into a new dict, and again into a set,
@@ -351,16 +340,8 @@ class Measurer:
     def _generate(
         self, compiled: Any, messages: list[dict], tools: Any, add_generation_prompt: bool, extra: Any = ()
     ) -> Any:
-        """``compiled.generate(...)``'s stream of text, with the globals copied once per template, not per call.
-
-        Same context as ``Template.new_context(vars)``: a parent dict of the globals updated with the variables,
-        and the globals' keys.
-        """
-        from jinja2.runtime import new_context
-
-        glob = self._globals[id(compiled)]
-        parent = {
-            **glob,
+        """``compiled.generate(...)``'s stream of text, with the globals copied once per template, not per call."""
+        variables = {
             "messages": messages,
             "tools": tools,
             "documents": None,
@@ -368,8 +349,7 @@ class Measurer:
             **self._kwargs,
             **dict(extra),
         }
-        ctx = new_context(compiled.environment, compiled.name, compiled.blocks, parent, True, glob)
-        return compiled.root_render_func(ctx)
+        return generate(compiled, self._globals[id(compiled)], variables)
 
     def _render(
         self, messages: list[dict], tools: Any, add_generation_prompt: bool = False, extra: Any = ()
@@ -385,7 +365,7 @@ class Measurer:
         compiled = self._compiled if tools is None else self._compiled_tools
         blocks: list[str] = []
         spans: list[tuple[int, int]] = []
-        with compiled.environment.activate_tracker(blocks, spans):
+        with tracking(compiled, blocks, spans):
             try:
                 for block in self._generate(compiled, messages, tools, False):
                     blocks.append(block)
@@ -1591,7 +1571,7 @@ class Measuring:
             piece_cache=piece_cache,
             portable=n != 1,  # worker processes rebuild the tokenizer from the spec
         )
-        self._here = Measurer(self.spec, _backend_of(tokenizer_or_loaded))
+        self._here = Measurer(self.spec, backend_of(tokenizer_or_loaded))
         self._pool = (
             None
             if n == 1

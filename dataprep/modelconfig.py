@@ -206,7 +206,7 @@ class ModelConfig:
         if not out:
             names = ", ".join(s.name for s in self.layer_linears())
             raise UsageError(
-                f"--lora-targets {','.join(pats)!r} matches no Linear module of {self.model_type}",
+                f"$[lora_targets] {','.join(pats)!r} matches no Linear module of {self.model_type}",
                 hint=f"this model's layer Linears: {names}",
             )
         return out
@@ -224,7 +224,7 @@ def parse_targets(targets: str | list[str]) -> list[str]:
     items = targets.split(",") if isinstance(targets, str) else list(targets)
     pats = [t.strip() for t in items if t.strip()]
     if not pats:
-        raise UsageError("--lora-targets is empty", hint="a glob like '*_proj' or names like q_proj,v_proj")
+        raise UsageError("$[lora_targets] is empty", hint="a glob like '*_proj' or names like q_proj,v_proj")
     return pats
 
 

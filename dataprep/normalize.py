@@ -152,12 +152,13 @@ class TokenLimit:
     BATCH = 512
 
     def __init__(self, loaded: Any, max_tokens: int):
-        from .measure import Measurer, _backend_of, make_spec
+        from .hf_internals import backend_of
+        from .measure import Measurer, make_spec
 
         if max_tokens <= 0:
-            raise UsageError(f"--max-tokens {max_tokens}: must be positive", hint="e.g. --max-tokens 8192")
+            raise UsageError(f"$[max_tokens] {max_tokens}: must be positive", hint="e.g. $[max_tokens] 8192")
         self.max_tokens = int(max_tokens)
-        self.measurer = Measurer(make_spec(loaded), _backend_of(loaded))
+        self.measurer = Measurer(make_spec(loaded), backend_of(loaded))
 
     def split(self, items: list[tuple[int, str]]) -> tuple[list[tuple[int, str]], list[Reject]]:
         """The (row, line) pairs within the limit, in order, and the others as rejects. A row the template
@@ -376,7 +377,7 @@ def check_dedup(dedup: bool | str | None) -> bool | str:
     if dedup is True:
         return "exact"
     if dedup not in DEDUP_MODES:
-        raise UsageError(f"--dedup {dedup!r}", hint="--dedup exact (the default) or --dedup near")
+        raise UsageError(f"$[dedup] {dedup!r}", hint="$[dedup] exact (the default) or $[dedup] near")
     return dedup
 
 
@@ -386,7 +387,7 @@ def check_outputs(inp: str | Path, out: str | Path, rejects_path: Path, *, force
     check_output_path(out, [inp], force=force)
     check_output_path(rejects_path, [inp], force=force)
     if Path(out).resolve() == rejects_path.resolve():
-        raise UsageError("--rejects is the output path", hint=hint)
+        raise UsageError("$[rejects] is the output path", hint=hint)
 
 
 # -- public API -----------------------------------------------------------------------------------------
@@ -420,19 +421,20 @@ def normalize(
     if max_tokens is not None:
         if not model:
             raise UsageError(
-                "--max-tokens counts tokens: it needs --model", hint="e.g. --model ./Llama-3.2-1B"
+                "$[max_tokens] counts tokens: it needs $[model]", hint="e.g. $[model] ./Llama-3.2-1B"
             )
         from .tokenizer import load_tokenizer
 
         loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
         if loaded.template is None:
             raise UsageError(
-                f"--max-tokens: {model} has no chat template to count through", hint="pass --chat-template"
+                f"$[max_tokens]: {model} has no chat template to count through",
+                hint="pass $[chat_template]",
             )
         limit = TokenLimit(loaded, max_tokens)
     if "-" in (str(out), str(rejects)):  # not stdout: a file literally named "-" would be written
         raise UsageError(
-            "OUT and --rejects are files, not '-' (stdout): the output is written atomically",
+            "$[out] and $[rejects] are files, not '-' (stdout): the output is written atomically",
             hint="give a path, e.g. dataprep normalize in.csv train.jsonl",
         )
     rejects_path = Path(rejects) if rejects is not None else default_rejects_path(out)

@@ -62,7 +62,7 @@ class ConvertSpec:
         object.__setattr__(self, "mapping", dict(self.mapping or {}))
         object.__setattr__(self, "role_map", dict(self.role_map or {}))
         if self.take not in TAKE_MODES:
-            raise UsageError(f"${{take}} {self.take!r}: only 'chosen' is supported")
+            raise UsageError(f"$[take] {self.take!r}: only 'chosen' is supported")
         if self.fmt is not None:
             registry.get(self.fmt)  # an unknown shape fails before any reading
 
@@ -285,7 +285,7 @@ def open_input(
     missing = [s for s in mapping.values() if raw_cols and s not in raw_cols]
     if missing:
         raise UsageError(
-            f"${{mapping}} names column(s) {', '.join(missing)} that the input does not have",
+            f"$[mapping] names column(s) {', '.join(missing)} that the input does not have",
             hint="columns: " + ", ".join(raw_cols),
         )
     if not raw_cols and not any(len(b) for b in head):

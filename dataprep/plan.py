@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import UsageError
 from .findings import Finding, finding
@@ -40,6 +41,9 @@ from .throughput import (
     gpu_preset,
     with_alternatives,
 )
+
+if TYPE_CHECKING:
+    from .stats import StatsSummary
 
 PEFT_TARGET = "nemo_automodel.components._peft.lora.PeftConfig"
 LOSS_TARGETS = {
@@ -73,7 +77,7 @@ _UNITS = {
 }  # fmt: skip
 
 
-def parse_size(text: str, *, flag: str = "--gpu-memory") -> int:
+def parse_size(text: str, *, option: str = "gpu_memory") -> int:
     """'80GiB' / '80G' (binary) / '80GB' (decimal, 10^9) / '81920MiB' -> bytes; bad or non-positive: UsageError.
 
     A bare G/M/T is binary, as GPU memory is quoted (an "80 GB" H100 reports 81559 MiB); GB/MB/TB are SI.
@@ -82,12 +86,12 @@ def parse_size(text: str, *, flag: str = "--gpu-memory") -> int:
     unit = m.group(2).lower() if m else ""
     if not m or unit not in _UNITS:
         raise UsageError(
-            f"{flag} {text!r}: not a size with a unit",
-            hint=f"e.g. {flag} 80GiB (GiB/G binary, GB decimal, MiB)",
+            f"$[{option}] {text!r}: not a size with a unit",
+            hint=f"e.g. $[{option}] 80GiB (GiB/G binary, GB decimal, MiB)",
         )
     value = int(float(m.group(1)) * _UNITS[unit])
     if value <= 0:
-        raise UsageError(f"{flag} {text!r}: must be positive", hint=f"e.g. {flag} 80GiB")
+        raise UsageError(f"$[{option}] {text!r}: must be positive", hint=f"e.g. $[{option}] 80GiB")
     return value
 
 
@@ -222,16 +226,6 @@ class PlanResult:
         return cli_arguments(dotted_items(self.overrides()))
 
 
-# -- stats ---------------------------------------------------------------------------------------------------
-
-
-def _stats_seq_length(stats: dict | None) -> int | None:
-    if not stats:
-        return None
-    v = stats.get("recommended_seq_length")
-    return int(v) if isinstance(v, (int, float)) and v > 0 else None
-
-
 # -- planning ------------------------------------------------------------------------------------------------
 
 
@@ -246,7 +240,7 @@ class _Setup:
     param_dtype: str
     packing: bool
     dynamic_padding: bool
-    stats: dict | None
+    stats: StatsSummary | None
     lora_rank: int
     lora_targets: str
     usable: float
@@ -378,7 +372,7 @@ def _describe_valid(rows: list[dict[str, int]]) -> str:
 def make_plan(
     model_cfg: ModelConfig,
     *,
-    stats: dict | None = None,
+    stats: StatsSummary | None = None,
     seq_length: int | None = None,
     gpus: int = 1,
     gpu_memory_bytes: int | None = None,
@@ -420,7 +414,7 @@ def make_plan(
         gpus, gpu_memory_bytes, method, lora_rank, global_batch_size, ac_mode, loss, param_dtype, margin
     )
     if seq_length is not None and seq_length <= 0:
-        raise UsageError(f"--seq-length {seq_length}: must be positive")
+        raise UsageError(f"$[seq_length] {seq_length}: must be positive", hint="e.g. $[seq_length] 4096")
     if tp_size < 1 or cp_size < 1 or gpus % (tp_size * cp_size):
         raise UsageError(
             f"tp_size {tp_size} x cp_size {cp_size} does not divide the {gpus} GPU(s)",
@@ -428,11 +422,11 @@ def make_plan(
         )
     world = gpus
     gpus = gpus // (tp_size * cp_size)  # from here on: the data-parallel size
-    seq = seq_length or _stats_seq_length(stats)
+    seq = seq_length or (stats.recommended_seq_length if stats is not None else None)
     if seq is None:
         raise UsageError(
-            "no sequence length: pass --seq-length, or stats with recommended_seq_length",
-            hint="e.g. --stats stats.json (from `dataprep stats`) or --seq-length 4096",
+            "no sequence length: pass $[seq_length], or stats with recommended_seq_length",
+            hint="e.g. $[stats_path] stats.json (from `dataprep stats`) or $[seq_length] 4096",
         )
     if method != "sft":
         model_cfg.lora_targets(lora_targets)  # a target spec that matches no Linear is a usage error
@@ -668,23 +662,25 @@ def _alternatives(
 
 def _validate(gpus, mem, method, rank, global_bs, ac_mode, loss, param_dtype, margin) -> None:
     if not isinstance(gpus, int) or gpus < 1:
-        raise UsageError(f"--gpus {gpus}: at least one GPU", hint="e.g. --gpus 8")
+        raise UsageError(f"$[gpus] {gpus}: at least one GPU", hint="e.g. $[gpus] 8")
     if not isinstance(mem, (int, float)) or mem <= 0:
-        raise UsageError(f"--gpu-memory {mem}: must be positive", hint="e.g. --gpu-memory 80GiB")
+        raise UsageError(f"$[gpu_memory] {mem}: must be positive", hint="e.g. $[gpu_memory] 80GiB")
     if method not in METHODS:
-        raise UsageError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+        raise UsageError(f"$[method] {method!r}: choose one of {', '.join(METHODS)}")
     if method != "sft" and rank < 1:
-        raise UsageError(f"--lora-rank {rank}: must be at least 1")
+        raise UsageError(f"$[lora_rank] {rank}: must be at least 1")
     if global_bs < 1:
-        raise UsageError(f"--global-batch-size {global_bs}: must be at least 1")
+        raise UsageError(f"$[global_batch_size] {global_bs}: must be at least 1")
     if ac_mode not in ("auto", "on", "off"):
-        raise UsageError(f"--activation-checkpointing {ac_mode!r}: choose auto, on or off")
+        raise UsageError(f"$[activation_checkpointing] {ac_mode!r}: choose auto, on or off")
     if loss not in LOSSES:
-        raise UsageError(f"--loss {loss!r}: choose one of {', '.join(LOSSES)}")
+        raise UsageError(f"$[loss] {loss!r}: choose one of {', '.join(LOSSES)}")
     if param_dtype not in PARAM_DTYPES:
-        raise UsageError(f"--param-dtype {param_dtype!r}: choose one of {', '.join(PARAM_DTYPES)}")
+        raise UsageError(f"$[param_dtype] {param_dtype!r}: choose one of {', '.join(PARAM_DTYPES)}")
     if not 0 <= margin < 1:
-        raise UsageError(f"--margin {margin}: a fraction in [0, 1)", hint="e.g. --margin 0.1 keeps 10% free")
+        raise UsageError(
+            f"$[margin] {margin}: a fraction in [0, 1)", hint="e.g. $[margin] 0.1 keeps 10% free"
+        )
 
 
 def _max_model_params(setup: _Setup) -> int:
@@ -872,3 +868,116 @@ def _oom_finding(
     )
     hint = "; ".join(r["text"] for r in remedies) or "more or larger GPUs"
     return finding("oom", message, hint=hint, remedies=remedies)
+
+
+# -- plan from files ----------------------------------------------------------------------------------------
+
+PLAN_BATCH_SIZES = (
+    1,
+    2,
+    4,
+    8,
+    16,
+    32,
+    64,
+    128,
+)  # micro-batch sizes the stats of a --dataset are measured for
+
+
+def read_stats(path: str | Path) -> StatsSummary:
+    """A stats document (``dataprep stats --json``) as a ``StatsSummary``; anything else is unreadable input."""
+    import json
+
+    from .errors import UnreadableInput
+    from .stats import StatsSummary
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UnreadableInput(path, f"cannot read ({e.strerror})") from None
+    except ValueError as e:
+        raise UnreadableInput(
+            path, f"not JSON ({e})", hint="write it with `dataprep stats ... --json > stats.json`"
+        ) from None
+    if not isinstance(doc, dict) or not ({"recommended_seq_length", "padding", "tokens"} & doc.keys()):
+        raise UnreadableInput(path, "not a stats document (no recommended_seq_length, padding or tokens)",
+                              hint="write it with `dataprep stats ... --json > stats.json`")  # fmt: skip
+    return StatsSummary.from_json(doc)
+
+
+def measure_stats(
+    dataset: str, model: str, seq_length: int | None = None, *, allow_download: bool = False
+) -> StatsSummary:
+    """The stats of ``dataset`` (any shape the row pipeline reads) through ``model``'s chat template, at the
+    usual sequence lengths (and ``seq_length``) and micro-batch sizes."""
+    from .errors import FindingError
+    from .stats import stats_of_input
+    from .tokenizer import load_tokenizer
+
+    loaded = load_tokenizer(model, allow_download=allow_download)
+    if loaded.template is None:
+        raise FindingError(
+            finding("chat_template_missing", f"{model}: no chat template to measure the dataset through")
+        )
+    seqs = sorted({512, 1024, 2048, 4096, 8192, *((seq_length,) if seq_length else ())})
+    return stats_of_input(dataset, loaded, seq_lengths=seqs, batch_sizes=PLAN_BATCH_SIZES).summary()
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """``plan_files``' result: the plan, its overrides as YAML, and whether they were written."""
+
+    plan: PlanResult
+    overrides_yaml: str
+    overrides_path: str | None = None
+    overrides_written: bool = False
+
+
+def plan_files(
+    model: str,
+    *,
+    stats_path: str | None = None,
+    dataset: str | None = None,
+    seq_length: int | None = None,
+    gpu_memory: str | int | None = None,
+    overrides_path: str | None = None,
+    allow_download: bool = False,
+    **options: Any,
+) -> PlannedRun:
+    """``make_plan`` for a model folder (or cached id) and saved stats, a dataset, or a sequence length; the
+    overrides YAML is written to ``overrides_path`` (atomically) only when the plan fits: a plan that does not
+    fit has no shape to train with, so an existing file is left alone. ``options``: ``make_plan``'s."""
+    from .atomic import atomic_write, check_output_path
+    from .modelconfig import load_model_config
+    from .overrides import to_yaml
+
+    if stats_path and dataset:
+        raise UsageError(
+            "$[stats_path] and $[dataset]: give one", hint="$[stats_path] reads saved statistics"
+        )
+    if not (stats_path or dataset) and seq_length is None:
+        raise UsageError(
+            "a plan needs $[stats_path], $[dataset] or $[seq_length]",
+            hint="e.g. $[stats_path] stats.json or $[seq_length] 4096",
+        )
+    if seq_length is not None and seq_length < 1:
+        raise UsageError(f"$[seq_length] {seq_length}: must be positive", hint="e.g. $[seq_length] 4096")
+    gpus = options.get("gpus", 1)
+    if not isinstance(gpus, int) or gpus < 1:  # before any reading or measuring
+        raise UsageError(f"$[gpus] {gpus}: at least one GPU", hint="e.g. $[gpus] 8")
+    mem = parse_size(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
+    if overrides_path:
+        check_output_path(overrides_path, [p for p in (stats_path, dataset) if p], force=True)
+    cfg = load_model_config(model, allow_download=allow_download)
+    stats = (
+        read_stats(stats_path)
+        if stats_path
+        else (measure_stats(dataset, model, seq_length, allow_download=allow_download) if dataset else None)
+    )
+    result = make_plan(cfg, stats=stats, seq_length=seq_length, gpu_memory_bytes=mem, **options)
+    yaml_text = to_yaml(result.overrides(), header="AutoModel overrides from `dataprep plan`")
+    written = bool(overrides_path) and result.fits
+    if written:
+        with atomic_write(overrides_path) as fh:
+            fh.write(yaml_text)
+    return PlannedRun(result, yaml_text, overrides_path, written)

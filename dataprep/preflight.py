@@ -106,36 +106,38 @@ class PreflightOptions:
         from .split import check_fraction
 
         if self.recipe is None:
-            for name, value in (("--model", self.model), ("--dataset", self.dataset)):
+            for name, value in (("model", self.model), ("dataset", self.dataset)):
                 if not value:
                     raise UsageError(
-                        f"{name} is required without --recipe",
+                        f"$[{name}] is required without $[recipe]",
                         hint="dataprep preflight --model M --dataset D --out OUT, or --recipe RECIPE.yaml --out OUT",
                     )
         if self.method not in ("sft", "lora", "qlora", None) or (self.method == "qlora" and not self.recipe):
-            raise UsageError(f"--method {self.method!r}: choose sft or lora")
+            raise UsageError(f"$[method] {self.method!r}: choose sft or lora")
         if self.gpus < 1:
-            raise UsageError(f"--gpus {self.gpus}: at least one GPU", hint="e.g. --gpus 8")
+            raise UsageError(f"$[gpus] {self.gpus}: at least one GPU", hint="e.g. $[gpus] 8")
         if self.gpu_memory_bytes <= 0:
-            raise UsageError("--gpu-memory must be positive", hint="e.g. --gpu-memory 80GiB")
+            raise UsageError("$[gpu_memory] must be positive", hint="e.g. $[gpu_memory] 80GiB")
         if self.seq_length is not None and self.seq_length <= 0:
-            raise UsageError(f"--seq-length {self.seq_length}: must be positive")
+            raise UsageError(f"$[seq_length] {self.seq_length}: must be positive")
         if self.dedup not in (None, "exact", "near"):
-            raise UsageError(f"--dedup {self.dedup!r}: choose exact or near")
+            raise UsageError(f"$[dedup] {self.dedup!r}: choose exact or near")
         if self.validation is not None and self.validation == self.dataset:
-            raise UsageError("--validation is the --dataset itself", hint="give a separate validation file")
+            raise UsageError("$[validation] is the $[dataset] itself", hint="give a separate validation file")
         if self.drop_contaminated and not self.eval_paths:
-            raise UsageError("--drop-contaminated needs --eval PATH", hint="e.g. --eval mmlu_test.jsonl")
+            raise UsageError(
+                "$[drop_contaminated] needs $[eval_paths]", hint="e.g. $[eval_paths] mmlu_test.jsonl"
+            )
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise UsageError(
-                f"--max-tokens {self.max_tokens}: must be positive", hint="e.g. --max-tokens 8192"
+                f"$[max_tokens] {self.max_tokens}: must be positive", hint="e.g. $[max_tokens] 8192"
             )
         if self.sample is not None and self.sample <= 0:
-            raise UsageError(f"--sample {self.sample}: must be positive", hint="e.g. --sample 10000")
+            raise UsageError(f"$[sample] {self.sample}: must be positive", hint="e.g. $[sample] 10000")
         if self.workers != "auto" and (not isinstance(self.workers, int) or self.workers < 1):
-            raise UsageError(f"--workers {self.workers}: at least one, or auto", hint="e.g. --workers 4")
+            raise UsageError(f"$[workers] {self.workers}: at least one, or auto", hint="e.g. $[workers] 4")
         if any(v <= 0 for v in (*self.seq_lengths, *self.batch_sizes)):
-            raise UsageError("--seq-lengths and --batch-sizes take positive integers")
+            raise UsageError("$[seq_lengths] and $[batch_sizes] take positive integers")
         check_fraction(self.val_fraction)
 
     def to_dict(self) -> dict[str, Any]:
@@ -844,8 +846,10 @@ class _Run:
         from .plan import make_plan
 
         cfg = load_model_config(self.o.model, allow_download=self.o.allow_download)
+        from .stats import StatsSummary
+
         kwargs = {
-            "stats": self.stats_dict,
+            "stats": StatsSummary.from_json(self.stats_dict) if self.stats_dict is not None else None,
             "seq_length": self.o.seq_length,
             "gpus": self.o.gpus,
             "gpu_memory_bytes": self.o.gpu_memory_bytes,
@@ -1268,8 +1272,8 @@ def resolve_with_recipe(
         resolved = replace(resolved, method="sft")
     if not resolved.model:
         raise UsageError(
-            f"{recipe.path}: no model.pretrained_model_name_or_path, and no --model",
-            hint="pass --model (a folder or Hugging Face id)",
+            f"{recipe.path}: no model.pretrained_model_name_or_path, and no $[model]",
+            hint="pass $[model] (a folder or Hugging Face id)",
         )
     if not resolved.dataset:
         found = recipe.dataset_path()
@@ -1277,8 +1281,8 @@ def resolve_with_recipe(
             f" reading {found[1]}" if found else ""
         )
         raise UsageError(
-            f"{recipe.path}: the recipe's dataset is {what}, which preflight cannot read as chat data; pass --dataset",
-            hint="--dataset PATH: any input normalize reads; recipe.yaml then points ChatDataset at the result",
+            f"{recipe.path}: the recipe's dataset is {what}, which preflight cannot read as chat data; pass $[dataset]",
+            hint="$[dataset] PATH: any input normalize reads; recipe.yaml then points ChatDataset at the result",
         )
     return resolved, taken, changes
 

@@ -117,7 +117,7 @@ def parse_overrides(argv: Sequence[str]) -> list[tuple[str, Any]]:
         tok = argv[i]
         if tok in ("--config", "-c"):
             raise UsageError(
-                f"{tok} in the recipe overrides: the recipe is given with --recipe",
+                f"{tok} in the recipe overrides: the recipe file is the $[recipe] option",
                 hint="dataprep preflight --recipe RECIPE.yaml ... -- --a.b value",
             )
         if tok.startswith("--"):
@@ -232,7 +232,7 @@ def load_recipe(path: str | os.PathLike, argv: Sequence[str] = ()) -> Recipe:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(
-            f"--recipe {path}: no such file", hint="the AutoModel recipe YAML to start from"
+            f"$[recipe] {path}: no such file", hint="the AutoModel recipe YAML to start from"
         ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataprepError(

@@ -49,8 +49,8 @@ def side_of(digest: str, val_fraction: float) -> Side:
 def check_fraction(val_fraction: float) -> float:
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(
-            f"--val-fraction {val_fraction}: must be at least 0 and below 1",
-            hint="e.g. --val-fraction 0.02 keeps about 2% of the conversations for validation",
+            f"$[val_fraction] {val_fraction}: must be at least 0 and below 1",
+            hint="e.g. $[val_fraction] 0.02 keeps about 2% of the conversations for validation",
         )
     return float(val_fraction)
 

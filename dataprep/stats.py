@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -364,6 +364,106 @@ def recommend_seq_length(
 
 
 # -- the whole thing -------------------------------------------------------------------------------------------
+def _positive(v: Any) -> float | None:
+    """A finite positive number from a stats document (a hand-edited or foreign file may hold anything)."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return v if ok else None
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _mapping(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _rows_of(v: Any) -> list[dict]:
+    return [r for r in v if isinstance(r, dict)] if isinstance(v, list) else []
+
+
+@dataclass(frozen=True)
+class PaddingExpect:
+    """A padding row as plan reads it: the expected longest row of a random micro-batch of ``batch_size``, and
+    the same with rows capped at each sequence length."""
+
+    batch_size: float
+    expected_max_len_random: float | None
+    capped: Mapping[float, float] = field(default_factory=dict)  # seq_length -> expected longest, capped
+
+
+@dataclass(frozen=True)
+class StatsSummary:
+    """The figures of a stats run that ``plan`` and the time estimate read, typed once at the edge.
+
+    ``from_json``: a stats document (``dataprep stats --json``), which may be hand-edited or come from another
+    version: a value that is not a finite positive number where one belongs is left out, never trusted.
+    ``StatsResult.summary()``: the same from a run in this process.
+    """
+
+    rows: float | None = None  # rows measured (``rows``, else ``tokens.total.count``)
+    rows_read: float | None = None
+    rows_skipped: float = 0.0
+    sampled: bool = False
+    recommended_seq_length: int | None = None
+    total_count: float | None = None
+    total_sum: float | None = None
+    total_mean: float | None = None
+    total_max: float | None = None
+    histogram: tuple[tuple[float, float, float], ...] = ()  # (lo, hi, rows) of the bins that hold rows
+    tokens_lost: Mapping[float, float] = field(default_factory=dict)  # seq_length -> tokens truncation cuts
+    padding: tuple[PaddingExpect, ...] = ()  # by batch size
+    packing_efficiency: Mapping[float, float | None] = field(default_factory=dict)  # seq_length -> fill
+
+    @classmethod
+    def from_json(cls, doc: Any) -> StatsSummary:
+        doc = _mapping(doc)
+        total = _mapping(_mapping(doc.get("tokens")).get("total"))
+        rec = doc.get("recommended_seq_length")
+        hist = _mapping(doc.get("histogram"))
+        edges, counts = hist.get("edges"), hist.get("counts")
+        bins: list[tuple[float, float, float]] = []
+        if isinstance(edges, list) and isinstance(counts, list) and len(edges) == len(counts) + 1:
+            for lo, hi, c in zip(edges, edges[1:], counts, strict=False):
+                if _positive(c) and _number(lo) and _number(hi):
+                    bins.append((lo, hi, c))
+        lost: dict[float, float] = {}
+        for t in _rows_of(doc.get("truncation")):
+            if _number(t.get("seq_length")):
+                v = t.get("tokens_lost")
+                lost.setdefault(t["seq_length"], v if isinstance(v, (int, float)) else 0)
+        padding = []
+        for r in _rows_of(doc.get("padding")):
+            if not _positive(r.get("batch_size")):
+                continue
+            capped: dict[float, float] = {}
+            for cap in _rows_of(r.get("capped")):
+                if _number(cap.get("seq_length")) and (v := _positive(cap.get("expected_max_len_random"))):
+                    capped.setdefault(cap["seq_length"], v)
+            padding.append(
+                PaddingExpect(r["batch_size"], _positive(r.get("expected_max_len_random")), capped)
+            )
+        packing: dict[float, float | None] = {}
+        for p in _rows_of(doc.get("packing")):
+            if _number(p.get("seq_length")):
+                packing.setdefault(p["seq_length"], _positive(p.get("efficiency")))
+        return cls(
+            rows=_positive(doc.get("rows")) or _positive(total.get("count")),
+            rows_read=_positive(doc.get("rows_read")),
+            rows_skipped=sum(v for v in _mapping(doc.get("rows_skipped")).values() if _positive(v)),
+            sampled=doc.get("sampled") is True,
+            recommended_seq_length=int(rec) if _number(rec) and rec > 0 else None,
+            total_count=_positive(total.get("count")),
+            total_sum=_positive(total.get("sum")),
+            total_mean=_positive(total.get("mean")),
+            total_max=_positive(total.get("max")),
+            histogram=tuple(bins),
+            tokens_lost=lost,
+            padding=tuple(sorted(padding, key=lambda r: r.batch_size)),
+            packing_efficiency=packing,
+        )
+
+
 @dataclass(frozen=True)
 class StatsResult:
     counts: TokenCounts
@@ -390,6 +490,10 @@ class StatsResult:
     @property
     def mask_source(self) -> str:
         return self.counts.mask_source
+
+    def summary(self) -> StatsSummary:
+        """What plan reads of this run."""
+        return StatsSummary.from_json(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {

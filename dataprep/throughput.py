@@ -52,11 +52,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .memory import QLORA_BYTES
 from .modelconfig import LinearSpec, ModelConfig
+
+if TYPE_CHECKING:  # plan and the time estimate read a summary; measuring's imports are not needed for that
+    from .stats import StatsSummary
 
 MIB = 1024**2
 HOUR = 3600.0
@@ -147,13 +150,13 @@ def gpu_preset(name: str) -> GPUSpec:
     key = _key(name)
     if key in _AMBIGUOUS:
         options = " or ".join(_AMBIGUOUS[key])
-        raise UsageError(f"--gpu {name!r}: which one, {options}?", hint=f"e.g. --gpu {_AMBIGUOUS[key][0]}")
+        raise UsageError(f"$[gpu] {name!r}: which one, {options}?", hint=f"e.g. $[gpu] {_AMBIGUOUS[key][0]}")
     for spec in GPUS:
         if key == _key(spec.name) or key in spec.aliases:
             return spec
     raise UsageError(
-        f"--gpu {name!r}: not a GPU dataprep knows",
-        hint=f"one of {', '.join(s.name for s in GPUS)}; or give --gpu-memory and --gpu-tflops (dense BF16 peak)",
+        f"$[gpu] {name!r}: not a GPU dataprep knows",
+        hint=f"one of {', '.join(s.name for s in GPUS)}; or give $[gpu_memory] and $[gpu_tflops] (dense BF16 peak)",
     )
 
 
@@ -174,7 +177,7 @@ class Hardware:
             isinstance(tflops, (int, float)) and math.isfinite(tflops) and tflops > 0
         ):
             raise UsageError(
-                f"--gpu-tflops {tflops}: must be positive", hint="e.g. --gpu-tflops 989 (H100 dense BF16)"
+                f"$[gpu_tflops] {tflops}: must be positive", hint="e.g. $[gpu_tflops] 989 (H100 dense BF16)"
             )
         spec = gpu_preset(gpu) if gpu else None
         if tflops is not None:
@@ -261,72 +264,41 @@ def _sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def _positive(v: Any) -> float | None:
-    """A finite positive number from a stats document (a hand-edited or foreign file may hold anything)."""
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-    return v if ok else None
-
-
-def _mapping(v: Any) -> dict:
-    return v if isinstance(v, dict) else {}
-
-
-def _rows_of(v: Any) -> list[dict]:
-    return [r for r in v if isinstance(r, dict)] if isinstance(v, list) else []
-
-
-def expected_padded_length(stats: dict | None, batch_size: int, seq_length: int) -> int | None:
+def expected_padded_length(stats: StatsSummary | None, batch_size: int, seq_length: int) -> int | None:
     """The expected longest row of a random batch of ``batch_size`` (from the stats), capped at seq_length."""
-    if not stats:
+    if stats is None:
         return None
-    rows = [r for r in _rows_of(stats.get("padding")) if _positive(r.get("batch_size"))]
-    if rows:
-        rows.sort(key=lambda r: r["batch_size"])
+    if stats.padding:
         # the row for this batch size, else the next larger one (a longer expected max: conservative)
-        chosen = next((r for r in rows if r["batch_size"] >= batch_size), rows[-1])
-        for cap in _rows_of(chosen.get("capped")):
-            if cap.get("seq_length") == seq_length:
-                if v := _positive(cap.get("expected_max_len_random")):
-                    return min(seq_length, math.ceil(v))
-        if v := _positive(chosen.get("expected_max_len_random")):
+        chosen = next((r for r in stats.padding if r.batch_size >= batch_size), stats.padding[-1])
+        if v := chosen.capped.get(seq_length):
             return min(seq_length, math.ceil(v))
-    mx = _positive(_mapping(_mapping(stats.get("tokens")).get("total")).get("max"))
+        if v := chosen.expected_max_len_random:
+            return min(seq_length, math.ceil(v))
+    mx = stats.total_max
     return min(seq_length, int(mx)) if mx else None
 
 
-def _histogram_moments(stats: dict, seq_length: int) -> tuple[float, float] | None:
+def _histogram_moments(stats: StatsSummary, seq_length: int) -> tuple[float, float] | None:
     """(E[n], E[n^2]) of the row lengths capped at seq_length, from the histogram's bin midpoints."""
-    hist = _mapping(stats.get("histogram"))
-    edges, counts = hist.get("edges"), hist.get("counts")
-    if not isinstance(edges, list) or not isinstance(counts, list) or len(edges) != len(counts) + 1:
-        return None
     n = s1 = s2 = 0.0
-    for lo, hi, c in zip(edges, edges[1:], counts, strict=False):
-        if not (_positive(c) and isinstance(lo, (int, float)) and isinstance(hi, (int, float))):
-            continue
+    for lo, hi, c in stats.histogram:
         mid = min(seq_length, (lo + hi) / 2)
         n, s1, s2 = n + c, s1 + c * mid, s2 + c * mid * mid
     return (s1 / n, s2 / n) if n and s1 else None
 
 
-def _mean_capped(stats: dict, seq_length: int) -> tuple[float, str] | None:
+def _mean_capped(stats: StatsSummary, seq_length: int) -> tuple[float, str] | None:
     """Mean row length after right truncation to seq_length, and how it was read."""
-    total = _mapping(_mapping(stats.get("tokens")).get("total"))
-    mean, mx = _positive(total.get("mean")), _positive(total.get("max"))
+    mean, mx = stats.total_mean, stats.total_max
     if mean and mx and mx <= seq_length:
         return mean, "no row is longer than seq_length"
-    count, tsum = _positive(total.get("count")), _positive(total.get("sum"))
-    for t in _rows_of(stats.get("truncation")):
-        if t.get("seq_length") == seq_length and count and tsum:
-            lost = t.get("tokens_lost") if isinstance(t.get("tokens_lost"), (int, float)) else 0
-            return (tsum - lost) / count, "stats truncation table"
-    for p in _rows_of(stats.get("padding")):
-        if p.get("batch_size") == 1:
-            for cap in _rows_of(p.get("capped")):
-                if cap.get("seq_length") == seq_length and (
-                    v := _positive(cap.get("expected_max_len_random"))
-                ):
-                    return v, "stats padding table (batch size 1, capped)"
+    count, tsum = stats.total_count, stats.total_sum
+    if count and tsum and seq_length in stats.tokens_lost:
+        return (tsum - stats.tokens_lost[seq_length]) / count, "stats truncation table"
+    for p in stats.padding:
+        if p.batch_size == 1 and (v := p.capped.get(seq_length)):
+            return v, "stats padding table (batch size 1, capped)"
     if moments := _histogram_moments(stats, seq_length):
         return moments[0], "stats histogram (bin midpoints)"
     if mean:
@@ -334,16 +306,13 @@ def _mean_capped(stats: dict, seq_length: int) -> tuple[float, str] | None:
     return None
 
 
-def _epoch_rows(stats: dict) -> tuple[float, str] | None:
+def _epoch_rows(stats: StatsSummary) -> tuple[float, str] | None:
     """Rows one epoch trains on; a sampled stats document is scaled up to the rows read."""
-    rows = _positive(stats.get("rows")) or _positive(
-        _mapping(_mapping(stats.get("tokens")).get("total")).get("count")
-    )
+    rows = stats.rows
     if not rows:
         return None
-    if stats.get("sampled") is True and (read := _positive(stats.get("rows_read"))):
-        skipped = sum(v for v in _mapping(stats.get("rows_skipped")).values() if _positive(v))
-        measured = rows + skipped
+    if stats.sampled and (read := stats.rows_read):
+        measured = rows + stats.rows_skipped
         if read > measured:
             return (
                 rows * read / measured,
@@ -374,10 +343,10 @@ class EpochTokens:
 
 
 def epoch_tokens(
-    stats: dict | None, *, seq_length: int, local_batch_size: int, packing: bool
+    stats: StatsSummary | None, *, seq_length: int, local_batch_size: int, packing: bool
 ) -> EpochTokens | None:
     """An epoch's tokens from the stats document; None without stats (or without a row count in them)."""
-    if not stats:
+    if stats is None:
         return None
     rows_read = _epoch_rows(stats)
     capped = _mean_capped(stats, seq_length)
@@ -389,8 +358,7 @@ def epoch_tokens(
     notes = [f"rows: {rows_note}", f"real tokens: {mean_note}"]
     moments = _histogram_moments(stats, seq_length)
     if packing:
-        pack = next((p for p in _rows_of(stats.get("packing")) if p.get("seq_length") == seq_length), None)
-        eff = _positive(pack.get("efficiency")) if pack else None
+        eff = stats.packing_efficiency.get(seq_length)
         if eff:
             notes.append(f"packs: first-fit decreasing at {seq_length} (stats packing table, {eff:.1%} full)")
         else:
@@ -618,7 +586,7 @@ class TimeEstimate:
 
 def estimate_time(
     w: Workload,
-    stats: dict | None = None,
+    stats: StatsSummary | None = None,
     *,
     hardware: Hardware | None = None,
     mfu: float | None = None,
@@ -714,16 +682,16 @@ def check_run_options(
 ) -> None:
     """Usage errors for values the time estimate cannot use."""
     if mfu is not None and not (isinstance(mfu, (int, float)) and 0 < mfu <= 1):
-        raise UsageError(f"--mfu {mfu}: a fraction in (0, 1]", hint=f"e.g. --mfu {MFU_STOCK} (the default)")
+        raise UsageError(f"$[mfu] {mfu}: a fraction in (0, 1]", hint=f"e.g. $[mfu] {MFU_STOCK} (the default)")
     if epochs is not None and not (isinstance(epochs, (int, float)) and epochs > 0):
-        raise UsageError(f"--epochs {epochs}: must be positive", hint="e.g. --epochs 3")
+        raise UsageError(f"$[epochs] {epochs}: must be positive", hint="e.g. $[epochs] 3")
     if max_steps is not None and not (isinstance(max_steps, int) and max_steps >= 1):
-        raise UsageError(f"--max-steps {max_steps}: at least one step", hint="e.g. --max-steps 500")
+        raise UsageError(f"$[max_steps] {max_steps}: at least one step", hint="e.g. $[max_steps] 500")
     if gpu_hour_price is not None and not (
         isinstance(gpu_hour_price, (int, float)) and math.isfinite(gpu_hour_price) and gpu_hour_price >= 0
     ):
         raise UsageError(
-            f"--gpu-hour-price {gpu_hour_price}: a price, 0 or more", hint="e.g. --gpu-hour-price 2.50"
+            f"$[gpu_hour_price] {gpu_hour_price}: a price, 0 or more", hint="e.g. $[gpu_hour_price] 2.50"
         )
 
 

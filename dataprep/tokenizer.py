@@ -230,7 +230,7 @@ def template_from_option(value: str) -> tuple[str, str]:
         return _read_text(path), f"--chat-template {path}"
     if not is_template_text and (path.suffix in (".jinja", ".json", ".j2") or os.sep in value):
         raise UsageError(
-            f"--chat-template {value}: no such file",
+            f"$[chat_template] {value}: no such file",
             hint="pass a .jinja file, a JSON file with a chat_template key, or the template text",
         )
     return value, "--chat-template (string)"

@@ -48,6 +48,7 @@ LAYERS: list[list[str]] = [
         "converters",
     ],
     ["dataprep.pipeline"],  # records -> validated conversations + rejects, for every caller
+    ["dataprep.hf_internals"],  # the private transformers / jinja2 APIs measuring uses, in one place
     ["dataprep.tokenizer", "dataprep.render"],
     ["dataprep.measure"],
     ["dataprep.split", "dataprep.quality", "dataprep.neardup"],
@@ -56,6 +57,9 @@ LAYERS: list[list[str]] = [
     ["dataprep.template_lint", "dataprep.stats", "dataprep.trainer_check"],
     ["dataprep.modelconfig", "dataprep.memory", "dataprep.throughput"],
     ["dataprep.plan", "dataprep.overrides", "dataprep.recipe", "dataprep.manifest", "dataprep.report_html"],
+    ["dataprep.engine_ray.session"],
+    ["dataprep.engine_ray.blocks"],
+    ["dataprep.engine_ray.normalize", "dataprep.engine_ray.stats"],
     ["dataprep.engine_ray"],
     ["dataprep.engine"],
     ["dataprep.preflight"],
@@ -166,3 +170,70 @@ def test_the_graph_check_sees_lazy_imports():
     graph = _graph()
     assert "dataprep.pipeline" in graph["dataprep.dedup"]  # dedup.load_evals imports it inside the function
     assert "dataprep.inspection" in graph["dataprep.cli.inspect_cmd"]
+
+
+# -- the library names options, the CLI names flags --------------------------------------------------------------
+def _usage_error_texts() -> list[tuple[str, int, str]]:
+    """(module, line, text) of every string in a ``UsageError(...)`` call outside the CLI."""
+    out = []
+    for name, path in _modules().items():
+        if name.startswith("dataprep.cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            func = getattr(node, "func", None)
+            if (
+                isinstance(node, ast.Call)
+                and getattr(func, "id", getattr(func, "attr", None)) == "UsageError"
+            ):
+                out += [
+                    (name, s.lineno, s.value)
+                    for s in ast.walk(node)
+                    if isinstance(s, ast.Constant) and isinstance(s.value, str)
+                ]
+    return out
+
+
+def test_library_usage_errors_name_options_not_flags():
+    """A flag is the CLI's spelling; the library writes ``$[param]`` and the CLI renders it (``--param``).
+    Only a whole example command line (``dataprep ...``, or one in backquotes) may spell flags."""
+    import re
+
+    texts = _usage_error_texts()
+    assert len(texts) > 50  # the scan sees the library's usage errors
+    flagged = [
+        (name, line, text)
+        for name, line, text in texts
+        if not text.startswith("dataprep ") and re.search(r"(?<![\w-])--[a-z]", re.sub(r"`[^`]*`", "", text))
+    ]
+    assert flagged == []
+
+
+def test_every_option_a_library_error_names_is_a_flag_of_some_command():
+    import re
+
+    from dataprep.cli import COMMANDS, main
+
+    names: set[str] = set()
+    for command in COMMANDS:
+        names |= {p.name for p in main.get_command(None, command).params}  # type: ignore[union-attr]
+    used = {
+        (m.group(1), name, line)
+        for name, line, t in _usage_error_texts()
+        for m in re.finditer(r"\$\[(\w+)\]", t)
+    }
+    assert used and sorted(u for u in used if u[0] not in names) == []
+
+
+def test_a_usage_error_reads_as_parameters_in_python_and_as_flags_on_the_command_line():
+    from dataprep.errors import UsageError
+
+    err = UsageError(
+        "$[seq_length] 0: must be positive (recipe var ${HOME_DIR})", hint="e.g. $[seq_length] 4096"
+    )
+    assert err.finding.message == "seq_length 0: must be positive (recipe var ${HOME_DIR})"
+    assert err.finding.hint == "e.g. seq_length 4096"
+    cli = err.for_flags(lambda option: "--" + option.replace("_", "-"))
+    assert (cli.message, cli.hint) == (
+        "--seq-length 0: must be positive (recipe var ${HOME_DIR})",
+        "e.g. --seq-length 4096",
+    )

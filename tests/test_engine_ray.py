@@ -34,7 +34,7 @@ from dataprep.engine_ray import normalize_ray, stats_ray  # noqa: E402
 def local_ray():
     """One local Ray for the module (starting one costs seconds); shut down at the end."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    engine_ray._quiet_data_context(ray)
+    engine_ray.session._quiet_data_context(ray)
     yield
     ray.shutdown()
 
@@ -91,7 +91,9 @@ CASES = sorted(n for n in GOLDEN_CASES if not n.startswith("oasst"))
 def test_merged_output_and_rejects_equal_the_local_engine(name, tmp_path):
     src, fields, kw = GOLDEN_CASES[name]
     spec = ConvertSpec(**fields)
-    local = normalize(RECORDS / src, tmp_path / "local.jsonl", spec, rejects=tmp_path / "local.rej.jsonl", **kw)
+    local = normalize(
+        RECORDS / src, tmp_path / "local.jsonl", spec, rejects=tmp_path / "local.rej.jsonl", **kw
+    )
     remote = normalize_ray(
         RECORDS / src, tmp_path / "ray.jsonl", spec, rejects=tmp_path / "ray.rej.jsonl", merge=True, **kw
     )
@@ -206,7 +208,7 @@ def test_jsonl_cut_into_byte_ranges_gives_the_local_bytes(
 
 def test_dedup_needs_merge_and_then_matches_local(tmp_path):
     spec = ConvertSpec(fmt="openai_messages")
-    with pytest.raises(UsageError, match="--merge"):
+    with pytest.raises(UsageError, match="needs merge"):
         normalize_ray(RECORDS / "malformed.jsonl", tmp_path / "o", spec, dedup=True)
     local = normalize(RECORDS / "malformed.jsonl", tmp_path / "local.jsonl", spec, dedup=True)
     remote = normalize_ray(RECORDS / "malformed.jsonl", tmp_path / "ray.jsonl", spec, merge=True, dedup=True)
@@ -221,8 +223,8 @@ def no_ray_work(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("Ray was used before the input was checked")
 
-    monkeypatch.setattr(engine_ray, "ray_session", boom)  # not even started / connected
-    monkeypatch.setattr(engine_ray, "_run_convert", boom)
+    monkeypatch.setattr(engine_ray.session, "ray_session", boom)  # not even started / connected
+    monkeypatch.setattr(engine_ray.normalize, "_run_convert", boom)
 
 
 def test_packed_input_is_refused_before_any_block_runs(tmp_path, no_ray_work):
@@ -378,9 +380,7 @@ def test_stats_json_equals_the_local_engine(tmp_path, model, sample):
     loaded = load_tokenizer(str(MODELS / model))
     kw = {"seq_lengths": (16, 32, 64), "batch_sizes": (1, 4), "sample": sample}
     skipped = Skipped()
-    local = compute_stats(
-        conversations(inp, on_reject=skipped.add_reject), loaded, skipped=skipped, **kw
-    )
+    local = compute_stats(conversations(inp, on_reject=skipped.add_reject), loaded, skipped=skipped, **kw)
     done: list[int] = []
     remote = stats_ray(inp, loaded, block_rows=16, progress=done.append, **kw)
     assert remote.to_dict() == local.to_dict()

@@ -48,7 +48,9 @@ def test_output_is_utf8_without_escapes_and_deterministic(tmp_path):
 
 
 def test_counts_and_findings(tmp_path):
-    r = normalize(RECORDS / "malformed.jsonl", tmp_path / "o.jsonl", ConvertSpec(fmt="openai_messages"), dedup=True)
+    r = normalize(
+        RECORDS / "malformed.jsonl", tmp_path / "o.jsonl", ConvertSpec(fmt="openai_messages"), dedup=True
+    )
     assert (r.read, r.written, r.rejected, r.duplicates) == (9, 2, 6, 1)
     assert r.rejected_by_code == {
         "invalid_json": 1,
@@ -161,7 +163,9 @@ def test_failed_run_leaves_no_output(tmp_path, monkeypatch):
 
 def test_small_batches_give_the_same_output(tmp_path):
     normalize(RECORDS / "malformed.jsonl", tmp_path / "a.jsonl", ConvertSpec(fmt="openai_messages"))
-    normalize(RECORDS / "malformed.jsonl", tmp_path / "b.jsonl", ConvertSpec(fmt="openai_messages"), batch_rows=2)
+    normalize(
+        RECORDS / "malformed.jsonl", tmp_path / "b.jsonl", ConvertSpec(fmt="openai_messages"), batch_rows=2
+    )
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert (tmp_path / "a.rejects.jsonl").read_bytes() == (tmp_path / "b.rejects.jsonl").read_bytes()
 
@@ -260,7 +264,12 @@ def test_batches_of_empty_objects_do_not_change_the_detected_shape(tmp_path):
     slices to any length asked, so the detection sample filled with empty rows at batch_rows=3 and the shape
     (and so the output) depended on how the input was batched."""
     src = tmp_path / "in.jsonl"
-    lines = ["{}", "{}", "{}", '{"messages": [{"role": "user", "content": null}], "instruction": 0, "output": 0}']
+    lines = [
+        "{}",
+        "{}",
+        "{}",
+        '{"messages": [{"role": "user", "content": null}], "instruction": 0, "output": 0}',
+    ]
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     normalize(src, tmp_path / "a.jsonl")
     normalize(src, tmp_path / "b.jsonl", batch_rows=3)

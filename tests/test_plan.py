@@ -12,13 +12,14 @@ from dataprep.errors import UsageError
 from dataprep.memory import GIB, MemoryInputs, estimate
 from dataprep.modelconfig import load_model_config
 from dataprep.plan import LOSS_TARGETS, PEFT_TARGET, expected_padded_length, make_plan, parse_size
+from dataprep.stats import StatsSummary
 
 CONFIGS = Path(__file__).resolve().parent.parent / "fixtures" / "configs"
 M1B = load_model_config(str(CONFIGS / "llama-3.2-1b"))
 M8B = load_model_config(str(CONFIGS / "llama-3.1-8b"))
 M70B = load_model_config(str(CONFIGS / "llama-3.1-70b"))
 
-STATS = {
+STATS_DOC = {
     "rows": 1000,
     "tokens": {"total": {"count": 1000, "mean": 700.0, "min": 20, "p50": 600, "p90": 1500, "p95": 1900,
                          "p99": 2900, "max": 7000}},
@@ -31,6 +32,7 @@ STATS = {
         {"batch_size": 8, "random_efficiency": 0.4, "grouped_efficiency": 0.97, "expected_max_len_random": 1800.0},
     ],
 }  # fmt: skip
+STATS = StatsSummary.from_json(STATS_DOC)
 
 
 def test_result_has_the_issue_keys():
@@ -178,7 +180,7 @@ def test_dynamic_padding_uses_the_expected_longest_row():
     assert expected_padded_length(STATS, 3, 3072) == 1350  # next larger batch row, capped column
     assert expected_padded_length(STATS, 8, 1024) == 1024  # capped at seq_length
     assert expected_padded_length(STATS, 64, 8192) == 1800
-    assert expected_padded_length({"tokens": {"total": {"max": 500}}}, 4, 2048) == 500
+    assert expected_padded_length(StatsSummary.from_json({"tokens": {"total": {"max": 500}}}), 4, 2048) == 500
     assert expected_padded_length(None, 4, 2048) is None
     p = make_plan(
         M1B, stats=STATS, gpus=1, gpu_memory_bytes=80 * GIB, dynamic_padding=True, global_batch_size=2
@@ -299,8 +301,21 @@ def test_recommendation_always_divides_or_says_so(gpus, _, global_bs, seq):
     assert codes == ([] if global_bs % gpus == 0 and global_bs >= gpus else ["global_batch_not_divisible"])
 
 
-def test_expected_padded_length_ignores_malformed_values_keeps_good_ones():
+def test_a_stats_document_is_read_once_malformed_values_ignored_good_ones_kept():
+    def padded(doc, batch, seq):
+        return expected_padded_length(StatsSummary.from_json(doc), batch, seq)
+
     good = {"padding": [{"batch_size": "x"}, {"batch_size": 8, "expected_max_len_random": 300.2}]}
-    assert expected_padded_length(good, 4, 1024) == 301
-    assert expected_padded_length({"tokens": {"total": {"max": "a"}}}, 4, 1024) is None
-    assert expected_padded_length({"tokens": {"total": {"max": 700}}}, 4, 512) == 512
+    assert padded(good, 4, 1024) == 301
+    assert padded({"tokens": {"total": {"max": "a"}}}, 4, 1024) is None
+    assert padded({"tokens": {"total": {"max": 700}}}, 4, 512) == 512
+    # anything at all is a summary (a foreign file): what is not a number where one belongs is left out
+    for doc in (
+        None,
+        [],
+        "x",
+        {"rows": True, "padding": {"a": 1}, "histogram": {"edges": [1], "counts": [2]}},
+    ):
+        empty = StatsSummary.from_json(doc)
+        assert empty.rows is None and not empty.padding and not empty.histogram
+        assert empty.recommended_seq_length is None

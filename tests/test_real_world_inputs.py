@@ -328,7 +328,7 @@ def local_ray():
     from dataprep import engine_ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    engine_ray._quiet_data_context(ray)
+    engine_ray.session._quiet_data_context(ray)
     yield
     ray.shutdown()
 
@@ -345,7 +345,9 @@ def test_the_ray_engine_gives_the_same_bytes_and_findings(local_ray, tmp_path):
     ]:
         spec = ConvertSpec(**kw)
         local = normalize(path, tmp_path / "l.jsonl", spec, rejects=tmp_path / "l.rej", force=True)
-        remote = normalize_ray(path, tmp_path / "r.jsonl", spec, rejects=tmp_path / "r.rej", merge=True, force=True)
+        remote = normalize_ray(
+            path, tmp_path / "r.jsonl", spec, rejects=tmp_path / "r.rej", merge=True, force=True
+        )
         assert (tmp_path / "r.jsonl").read_bytes() == (tmp_path / "l.jsonl").read_bytes()
         assert (tmp_path / "r.rej").read_bytes() == (tmp_path / "l.rej").read_bytes()
         ours = [f.to_dict() for f in local.findings()]

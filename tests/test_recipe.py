@@ -65,7 +65,7 @@ def test_override_grammar_is_automodels():
 
 
 def test_config_in_the_overrides_is_a_usage_error():
-    with pytest.raises(UsageError, match="--recipe"):
+    with pytest.raises(UsageError, match="the recipe option"):
         parse_overrides(["--config", "x.yaml"])
 
 

@@ -212,9 +212,13 @@ def _lengths(n: int = 3000, seed: int = 7) -> list[int]:
     return [max(16, int(rng.lognormvariate(6.3, 0.8))) for _ in range(n)]  # median ~550, a long tail
 
 
-def _stats(lengths: list[int], **kw) -> dict:
+def _result(lengths: list[int], **kw):
     return stats_from_counts(TokenCounts.from_lists(lengths), seq_lengths=(1024, 2048, 4096),
-                             batch_sizes=(1, 2, 4, 8, 16), **kw).to_dict()  # fmt: skip
+                             batch_sizes=(1, 2, 4, 8, 16), **kw)  # fmt: skip
+
+
+def _stats(lengths: list[int], **kw):
+    return _result(lengths, **kw).summary()
 
 
 def test_real_tokens_are_the_rows_after_truncation():
@@ -246,7 +250,7 @@ def test_padding_matches_a_simulated_collator():
 def test_packing_computes_the_packs():
     lengths = _lengths()
     stats = _stats(lengths)
-    row = next(p for p in stats["packing"] if p["seq_length"] == 2048)
+    row = next(p for p in _result(lengths).to_dict()["packing"] if p["seq_length"] == 2048)
     e = epoch_tokens(stats, seq_length=2048, local_batch_size=4, packing=True)
     assert e.sequences == pytest.approx(row["packs"], rel=0.001)
     assert e.computed_tokens == pytest.approx(row["packs"] * 2048, rel=0.001)
@@ -465,7 +469,7 @@ def test_ac_remedy_costs_the_checkpointing_factor():
 @pytest.fixture
 def stats_file(tmp_path):
     p = tmp_path / "stats.json"
-    p.write_text(json.dumps(_stats(_lengths())))
+    p.write_text(json.dumps(_result(_lengths()).to_dict()))
     return p
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +9,6 @@ import click
 
 from ._common import Outcome, output_options, run
 from ._options import plan_options
-
-BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 @click.command("plan")
@@ -97,44 +94,23 @@ def plan_cmd(
     """
 
     def body() -> Outcome:
-        from ..errors import UsageError
-        from ..modelconfig import load_model_config
-        from ..plan import make_plan, parse_size
+        from ..plan import plan_files
 
-        if stats_path and dataset:
-            raise UsageError("--stats and --dataset: give one", hint="--stats reads saved statistics")
-        if not (stats_path or dataset) and seq_length is None:
-            raise UsageError(
-                "plan needs --stats, --dataset or --seq-length",
-                hint="e.g. --stats stats.json or --seq-length 4096",
-            )
-        if gpus < 1:
-            raise UsageError(f"--gpus {gpus}: at least one GPU", hint="e.g. --gpus 8")
-        if seq_length is not None and seq_length < 1:
-            raise UsageError(f"--seq-length {seq_length}: must be positive", hint="e.g. --seq-length 4096")
-        mem = parse_size(gpu_memory) if gpu_memory is not None else None
-        if overrides_path:
-            from ..atomic import check_output_path
-
-            check_output_path(overrides_path, [p for p in (stats_path, dataset) if p], force=True)
-        cfg = load_model_config(model, allow_download=allow_download)
-        stats = (
-            _read_stats(stats_path)
-            if stats_path
-            else (_compute_stats(dataset, model, seq_length, allow_download) if dataset else None)
-        )
-        result = make_plan(
-            cfg,
-            stats=stats,
+        planned = plan_files(
+            model,
+            stats_path=stats_path,
+            dataset=dataset,
             seq_length=seq_length,
+            gpu_memory=gpu_memory,
+            overrides_path=overrides_path,
+            allow_download=allow_download,
             gpus=gpus,
-            gpu_memory_bytes=mem,
             method=method,
             lora_rank=lora_rank,
             lora_alpha=lora_alpha,
             lora_targets=lora_targets,
             global_batch_size=global_batch_size,
-            activation_checkpointing=activation_checkpointing,  # type: ignore[arg-type]
+            activation_checkpointing=activation_checkpointing,
             loss=loss,
             param_dtype=param_dtype,
             packing=packing,
@@ -146,18 +122,9 @@ def plan_cmd(
             max_steps=max_steps,
             gpu_hour_price=gpu_hour_price,
         )
-        overrides = result.overrides()
+        result, write = planned.plan, planned.overrides_written
         cli = result.cli_overrides()
-        yaml_text = _to_yaml(overrides)
-        # A plan that does not fit has no shape to train with: writing its overrides would hand a pipeline a
-        # config that runs out of memory, so the file is left alone (an existing one is not touched either).
-        write = bool(overrides_path) and result.fits
-        if write:
-            from ..atomic import atomic_write
-
-            with atomic_write(overrides_path) as fh:
-                fh.write(yaml_text)
-        payload = {**result.to_dict(), "overrides": overrides, "cli_overrides": cli}
+        payload = {**result.to_dict(), "overrides": result.overrides(), "cli_overrides": cli}
         payload.pop("findings", None)
         if overrides_path:
             payload["overrides_written"] = write
@@ -170,7 +137,7 @@ def plan_cmd(
         return Outcome(
             payload=payload,
             findings=list(result.findings),
-            render=lambda con: _render(con, result, yaml_text, cli, overrides_path, write),
+            render=lambda con: _render(con, result, planned.overrides_yaml, cli, overrides_path, write),
         )
 
     run(body, as_json=as_json, quiet=quiet, strict=strict)
@@ -245,45 +212,6 @@ def time_lines(d: dict[str, Any]) -> list[str]:
     if assumed:
         lines.append("  assumed: " + "; ".join(assumed))
     return lines
-
-
-def _read_stats(path: str) -> dict[str, Any]:
-    from ..errors import UnreadableInput
-
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise UnreadableInput(path, f"cannot read ({e.strerror})") from None
-    except ValueError as e:
-        raise UnreadableInput(
-            path, f"not JSON ({e})", hint="write it with `dataprep stats ... --json > stats.json`"
-        ) from None
-    if not isinstance(doc, dict) or not ({"recommended_seq_length", "padding", "tokens"} & doc.keys()):
-        raise UnreadableInput(path, "not a stats document (no recommended_seq_length, padding or tokens)",
-                              hint="write it with `dataprep stats ... --json > stats.json`")  # fmt: skip
-    return doc
-
-
-def _compute_stats(dataset: str, model: str, seq_length: int | None, allow_download: bool) -> dict[str, Any]:
-    from ..errors import FindingError
-    from ..findings import finding
-    from ..pipeline import conversations
-    from ..stats import compute_stats
-    from ..tokenizer import load_tokenizer
-
-    loaded = load_tokenizer(model, allow_download=allow_download)
-    if loaded.template is None:
-        raise FindingError(
-            finding("chat_template_missing", f"{model}: no chat template to measure --dataset through")
-        )
-    seqs = sorted({512, 1024, 2048, 4096, 8192, *((seq_length,) if seq_length else ())})
-    return compute_stats(conversations(dataset), loaded, seq_lengths=seqs, batch_sizes=BATCH_SIZES).to_dict()
-
-
-def _to_yaml(overrides: dict[str, Any]) -> str:
-    import yaml
-
-    return "# AutoModel overrides from `dataprep plan`\n" + yaml.safe_dump(overrides, sort_keys=False)
 
 
 def _not_written(path: str) -> str:

@@ -881,7 +881,7 @@ def open_source(path: str, *, encoding: str | None = None, batch_rows: int = 819
             from ..errors import UsageError
 
             raise UsageError(
-                f"unknown encoding {encoding!r}", hint="e.g. --encoding latin-1, cp1252, utf-16"
+                f"unknown encoding {encoding!r}", hint="e.g. $[encoding] latin-1, cp1252, utf-16"
             ) from None
     if path == "-":
         return _open_stdin(encoding=encoding, batch_rows=batch_rows)
