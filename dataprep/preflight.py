@@ -710,19 +710,18 @@ class _Run:
                 else None,
             )
             self._finish_step("check-template", [missing], {"tokenizer": _safe_to_dict(self.loaded)})
-        if self.counts_pass is not None:  # the first rows of the pass, with their input row numbers
-            findings, figures = lint_template(
-                self.loaded, self.paths["train"], TEMPLATE_SAMPLE, self.traits, rows=self.first_rows
-            )
-        else:
-            findings, figures = lint_template(self.loaded, self.paths["train"], TEMPLATE_SAMPLE, self.traits)
-            # The dataset check names train.jsonl lines: give the input rows instead.
-            findings = [_remap_rows(f, self.row_index.get("train")) for f in findings]
+        # the first rows of the pass, else of train.jsonl; with their input row numbers either way
+        rows = self.first_rows if self.counts_pass is not None else self._split_conversations(("train",))
+        findings, figures = lint_template(
+            self.loaded, rows, self.paths["train"], TEMPLATE_SAMPLE, self.traits
+        )
         self._finish_step("check-template", findings, figures)
 
-    def _split_conversations(self) -> Iterator[tuple[int, dict]]:
-        """train then validation, each conversation with its input row number."""
-        for key in ("train", "validation"):
+    def _split_conversations(
+        self, keys: tuple[str, ...] = ("train", "validation")
+    ) -> Iterator[tuple[int, dict]]:
+        """train then validation (or ``keys``), each conversation with its input row number."""
+        for key in keys:
             rows = self.row_index.get(key)
             with open(self.paths[key], encoding="utf-8") as fh:
                 for i, line in enumerate(fh):
@@ -1335,13 +1334,15 @@ def _promote(f: Finding) -> Finding:
 
 
 def lint_template(
-    loaded: Any, dataset: Path, samples: int, traits: Any = None, rows: Any = None
+    loaded: Any, rows: Iterable[tuple[int, dict]], dataset: Path, samples: int, traits: Any = None
 ) -> tuple[list[Finding], dict[str, Any]]:
-    """The template engineer's lint, with the first ``samples`` rows of ``dataset`` (or ``rows``, when the
-    caller has them) rendered and the findings weighed by ``traits`` (what every kept row carries)."""
+    """The template engineer's lint, with the first ``samples`` of the kept ``rows`` (input row numbers) of
+    ``dataset`` rendered and the findings weighed by ``traits`` (what every kept row carries)."""
     from . import template_lint as T  # noqa: N812
 
-    report = T.lint_template(loaded, dataset=str(dataset), samples=samples, traits=traits, rows=rows)
+    report = T.lint_template(
+        loaded, rows, dataset=str(dataset), reader="preflight", samples=samples, traits=traits
+    )
     figures = _safe_to_dict(report)
     figures.pop("findings", None)
     return [_as_finding(f) for f in report.findings], figures
@@ -1423,13 +1424,6 @@ def _is_template_file(t: str | None) -> bool:
         return Path(t).expanduser().is_file()
     except OSError:
         return False
-
-
-def _remap_rows(f: Finding, index: Any) -> Finding:
-    if not f.rows or index is None:
-        return f
-    rows = tuple(int(index[r - 1]) if 0 < r <= len(index) else r for r in f.rows)
-    return Finding(f.code, f.severity, f.message, f.hint, rows, f.data)
 
 
 def _refuse_input_overwrite(dataset: str, paths: Mapping[str, Path]) -> None:

@@ -693,7 +693,7 @@ class DatasetCheck:
     path: str
     rows_rendered: int
     rows_failed: int
-    reader: str  # "dataprep.normalize" | "preflight" (the rows preflight kept as it split)
+    reader: str  # who read the rows: "dataprep.pipeline" (check-template), "preflight" (the rows it kept)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -734,29 +734,20 @@ class TemplateReport:
         return d
 
 
-def _read_rows(path: str, samples: int) -> tuple[Iterable[tuple[int, dict]], str]:
-    from .pipeline import conversations
-
-    return conversations(path), "dataprep.pipeline"
-
-
 def check_dataset(
     loaded: Any,
-    path: str,
+    rows: Iterable[tuple[int, dict]],
     *,
+    name: str = "dataset",
+    reader: str = "dataprep.pipeline",
     samples: int = 100,
     limits: Limits = DEFAULT_LIMITS,
     traits: DataTraits | None = None,
-    rows: Iterable[tuple[int, dict]] | None = None,
 ) -> tuple[list[Finding], DatasetCheck, tuple[int, dict] | None]:
-    """Render the first ``samples`` valid rows of a dataset; rows that fail are reported with their numbers.
+    """Render the first ``samples`` of a dataset's (row number, valid conversation) pairs; rows that fail are
+    reported with their numbers. ``name``: the dataset in the report; ``reader``: who read the rows.
 
-    ``traits``: counted over every row in the same pass (the rows past the sample are only counted).
-    ``rows``: those rows, already read by the caller (``path`` is not opened)."""
-    if rows is None:
-        rows, reader = _read_rows(path, samples)
-    else:
-        reader = "preflight"
+    ``traits``: counted over every row in the same pass (the rows past the sample are only counted)."""
     failures: dict[str, list[int]] = {}
     no_supervised: list[int] = []
     rejected: dict[tuple[str, str], list[int]] = {}
@@ -806,7 +797,7 @@ def check_dataset(
             )
         )
     failed = sum(len(r) for r in failures.values()) + sum(len(r) for r in rejected.values())
-    return findings, DatasetCheck(str(path), rendered, failed, reader), first
+    return findings, DatasetCheck(str(name), rendered, failed, reader), first
 
 
 @dataclass
@@ -884,27 +875,34 @@ def in_context(findings: Iterable[Finding], traits: DataTraits) -> list[Finding]
 
 def lint_template(
     loaded: Any,
+    rows: Iterable[tuple[int, dict]] | None = None,
     *,
     dataset: str | None = None,
+    reader: str = "dataprep.pipeline",
     samples: int = 100,
     limits: Limits = DEFAULT_LIMITS,
     traits: DataTraits | None = None,
-    rows: Iterable[tuple[int, dict]] | None = None,
 ) -> TemplateReport:
     """Lint ``loaded``'s chat template (and render a dataset's first rows): the check-template report.
 
-    With a dataset, the data-dependent findings are weighed by what its rows carry (``in_context``);
-    ``traits`` gives those counts when the caller already has them (preflight), else the dataset is scanned.
-    ``rows``: the dataset's first (row, conversation) pairs when the caller has them in hand (preflight keeps
-    them as it splits), so ``dataset`` only names them and is not read.
+    ``rows``: the dataset's (row number, valid conversation) pairs (``pipeline.conversations`` of a file, or
+    the rows preflight kept as it split, ``reader="preflight"``); ``dataset`` names them in the report. The
+    data-dependent findings are weighed by what the rows carry (``in_context``): ``traits`` gives those counts
+    when the caller already has them (preflight), else they are counted over every row.
     """
     findings, probes = lint_loaded(loaded, limits=limits)
     data_check = None
     first = None
-    if dataset is not None and loaded.template is not None:
+    if rows is not None and loaded.template is not None:
         counted = DataTraits() if traits is None else None
         more, data_check, first = check_dataset(
-            loaded, dataset, samples=samples, limits=limits, traits=counted, rows=rows
+            loaded,
+            rows,
+            name=dataset or "dataset",
+            reader=reader,
+            samples=samples,
+            limits=limits,
+            traits=counted,
         )
         findings += more
         traits = traits if counted is None else counted

@@ -338,8 +338,8 @@ def test_preflight_measures_in_its_one_pass_what_stats_measures_on_the_files(
 ):
     """The rows are measured as they stream into the split: train.jsonl and validation.jsonl are not read back
     (neither by stats nor by check-template), and the figures are those of stats over the written files."""
+    from dataprep import pipeline
     from dataprep import preflight as P
-    from dataprep import template_lint
     from dataprep.stats import compute_stats
     from dataprep.tokenizer import load_tokenizer
 
@@ -351,7 +351,7 @@ def test_preflight_measures_in_its_one_pass_what_stats_measures_on_the_files(
 
     with monkeypatch.context() as m:
         m.setattr(P._Run, "_split_conversations", no_second_read)
-        m.setattr(template_lint, "_read_rows", no_second_read)
+        m.setattr(pipeline, "conversations", no_second_read)  # check-template reads nothing itself
         r = preflight(cli, model, data, tmp_path / "out", "--val-fraction", "0.2", "--no-near-dup")
     assert r.exit_code in (0, 1), r
     report = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dataprep.findings import CATALOGUE
+from dataprep.pipeline import conversations
 from dataprep.template_lint import assistant_spans, lint_template
 from dataprep.tokenizer import load_tokenizer
 
@@ -254,7 +255,8 @@ def test_dataset_rows_that_fail_are_reported_by_row_number(tmp_path):
     good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
     with_system = {"messages": [{"role": "system", "content": "Be nice."}, *good["messages"]]}
     data = _write_jsonl(tmp_path / "d.jsonl", [good, with_system, good, with_system])
-    report = lint_template(load_tokenizer(str(MODELS / "no-system")), dataset=str(data), samples=10)
+    rows = conversations(data)
+    report = lint_template(load_tokenizer(str(MODELS / "no-system")), rows, dataset=str(data), samples=10)
     (f,) = [f for f in report.findings if f.rows]
     assert f.code == "template_render_error" and f.rows == (2, 4)
     assert report.dataset.rows_rendered == 2 and report.dataset.rows_failed == 2
@@ -265,8 +267,8 @@ def test_dataset_rows_that_fail_are_reported_by_row_number(tmp_path):
 def test_dataset_samples_limit(tmp_path):
     good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
     data = _write_jsonl(tmp_path / "d.jsonl", [good] * 5)
-    report = lint_template(load_tokenizer(str(MODELS / "chatml-gen")), dataset=str(data), samples=3)
-    assert report.dataset.rows_rendered == 3
+    report = lint_template(load_tokenizer(str(MODELS / "chatml-gen")), conversations(data), samples=3)
+    assert report.dataset.rows_rendered == 3 and report.dataset.reader == "dataprep.pipeline"
 
 
 CHATML_HEAD = (

@@ -48,7 +48,12 @@ def check_template_cmd(
         from ..tokenizer import load_tokenizer
 
         loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
-        report = lint_template(loaded, dataset=dataset, samples=samples)
+        rows = None
+        if dataset is not None and loaded.template is not None:
+            from ..pipeline import conversations
+
+            rows = conversations(dataset)
+        report = lint_template(loaded, rows, dataset=dataset, samples=samples)
         payload = report.to_dict(tokens=tokens)
         payload.pop("findings")  # _common.run adds them (after --strict)
         return Outcome(payload, list(report.findings), lambda con: _render(con, report, tokens))
