@@ -87,8 +87,7 @@ def _detect_shape(
 
     Detected from the same first rows and column union as ``dataprep normalize``, so both name one shape.
     """
-    from converters.registry import detect
-
+    from .converters.registry import detect
     from .pipeline import detection_input
 
     columns, sample = detection_input(head, columns)

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from converters._common import Notes, Reject, prune_nulls
-from converters.registry import Detection
-
 from .atomic import atomic_write, check_output_path
+from .converters._common import Notes, Reject, prune_nulls
+from .converters.registry import Detection
 from .errors import DataprepError, UsageError
 from .findings import Finding, finding
 from .pipeline import ConvertSpec, LineBlock, RowPipeline, note_findings, open_input

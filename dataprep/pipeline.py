@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converters import registry
-from converters._common import Converter, ConvertOptions, Notes, Reject
-from converters.registry import Detection
-
+from .converters import registry
+from .converters._common import Converter, ConvertOptions, Notes, Reject
+from .converters.registry import Detection
 from .errors import FindingError, UsageError
 from .findings import Finding, finding
 from .messages import validate_conversation

@@ -703,8 +703,7 @@ def stats_of_input(path: str | Path, loaded: Any, spec: Any = None, **kwargs: An
     """``compute_stats`` over an input file as the row pipeline reads it (any record shape): the rows it rejects
     are counted as skipped, and what the converter noticed on the rows it kept is one finding per code.
     ``spec``: a ``pipeline.ConvertSpec``; ``kwargs``: ``compute_stats``'."""
-    from converters._common import Notes
-
+    from .converters._common import Notes
     from .pipeline import conversations, note_findings
 
     skipped = Skipped()

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converters import registry
-from converters._common import ConvertOptions
-from converters.alpaca import Alpaca
-from converters.dolly import Dolly
-from converters.oasst import OASST
-from converters.openai_messages import OpenAIMessages
-from converters.prompt_completion import PromptCompletion
-from converters.sharegpt import ShareGPT
+from dataprep.converters import registry
+from dataprep.converters._common import ConvertOptions
+from dataprep.converters.alpaca import Alpaca
+from dataprep.converters.dolly import Dolly
+from dataprep.converters.oasst import OASST
+from dataprep.converters.openai_messages import OpenAIMessages
+from dataprep.converters.prompt_completion import PromptCompletion
+from dataprep.converters.sharegpt import ShareGPT
 from dataprep.errors import DataprepError, FindingError, UsageError
 from dataprep.messages import validate_conversation
 from dataprep.pipeline import dumps_line

@@ -453,7 +453,7 @@ def test_stats_command_on_ray(cli, tmp_path):
 def test_stats_quality_lint_and_notes_equal_the_local_engine(tmp_path):
     """Quality defects (one canned answer repeated across blocks, placeholders, mojibake) and the converter's
     notes (pandas literal cells) give the same findings and figures on Ray, block by block merged."""
-    from converters._common import Notes
+    from dataprep.converters._common import Notes
     from dataprep.pipeline import conversations, note_findings
     from dataprep.stats import Skipped, compute_stats
     from dataprep.tokenizer import load_tokenizer

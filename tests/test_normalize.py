@@ -150,12 +150,12 @@ def test_output_paths(tmp_path):
 
 
 def test_failed_run_leaves_no_output(tmp_path, monkeypatch):
-    import converters.alpaca
+    import dataprep.converters.alpaca
 
     def boom(self, batch):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(converters.alpaca.Alpaca, "convert_lines", boom)
+    monkeypatch.setattr(dataprep.converters.alpaca.Alpaca, "convert_lines", boom)
     with pytest.raises(RuntimeError):
         normalize(RECORDS / "alpaca.jsonl", tmp_path / "o.jsonl")
     assert os.listdir(tmp_path) == []

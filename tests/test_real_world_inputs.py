@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from converters import registry
-from converters._common import (
+from dataprep.converters import registry
+from dataprep.converters._common import (
     MAX_LITERAL_CHARS,
     ConvertOptions,
     Notes,
@@ -21,7 +21,7 @@ from converters._common import (
     content_text,
     maybe_json,
 )
-from converters.openai_messages import OpenAIMessages
+from dataprep.converters.openai_messages import OpenAIMessages
 from dataprep.errors import FindingError
 from dataprep.messages import validate_conversation
 from dataprep.normalize import normalize

@@ -60,8 +60,7 @@ class MeasureActor:
         by the driver in block order, as the local engine sees the rows)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from converters._common import Notes
-
+        from ..converters._common import Notes
         from ..measure import batched
         from ..quality import QualityLint
 
@@ -209,8 +208,7 @@ def stats_ray(
 
         _collect(ray_ctx, ds, arrived)
     parts = [p for i in range(len(plan.blocks)) for p in by_index[i][0]]
-    from converters._common import Notes
-
+    from ..converters._common import Notes
     from ..pipeline import note_findings
     from ..quality import QualityLint
 
