@@ -10,11 +10,11 @@ The estimate is a sum of components (bytes), reported in GiB:
     gradients          sft only: one gradient per parameter in the param dtype, sharded over dp.
     optimizer_states   sft only: torch AdamW's exp_avg + exp_avg_sq in the param dtype, sharded over dp.
                        AutoModel loads bf16 and keeps no fp32 master copy, so bf16 + AdamW = 2+2+4 = 8 B/param;
-                       --param-dtype fp32 gives 4+4+8 = 16 B/param (DESIGN.md, "Memory model facts").
+                       --param-dtype fp32 gives 4+4+8 = 16 B/param.
     lora_adapters      LoRA A/B matrices kept in fp32 with their fp32 gradients and two AdamW states:
                        16 B per trainable parameter, sharded over dp like the layers that hold them.
     activations        saved for backward, per token per layer (bf16, flash attention, no dropout):
-                       8h + 4*nq*d + 4*nkv*d + 6*i  (DESIGN.md's 12h + 4*nkv*d + 8i when nq*d = h, with
+                       8h + 4*nq*d + 4*nkv*d + 6*i  (the usual 12h + 4*nkv*d + 8i when nq*d = h, with
                        the SwiGLU saving gate_up's output and the product: 3 tensors of width i, not 4);
                        MoE: i is the routed width (top_k * moe_i + shared) plus 4*top_k*h of dispatch copies.
                        With activation checkpointing: 2h per token per layer (each layer's input) plus one
@@ -40,7 +40,8 @@ Peak: during backward the gradients appear while activations are freed, so with 
 the two only partly coexist; the estimate adds both (gradients persist across micro-batches with gradient
 accumulation, and the plan recommends accumulation). That is the conservative choice for a planner.
 
-Global constants (fitted once against shared/calibration.md; no per-row factors):
+Global constants (fitted once against the published measurements in tests/test_calibration.py; no per-row
+factors):
     LOGITS_BYTES["masked_ce"] = 12.3  AutoModel docs: FusedLinearCrossEntropy saved 25.76 GB at
                                       16,384 tokens x 128,256 vocab = 12.26 B per element.
     LOGITS_BYTES["chunked_ce"] = 4    bf16 logits kept for backward + their bf16 gradient; the fp32 upcast

@@ -1,7 +1,13 @@
 """The conversation schema AutoModel's ChatDataset reads, and the pure function that checks it.
 
-A conversation is JSON-native data: ``{"messages": [Message, ...], "tools"?: [...]}``. The TypedDicts
-below document the keys; the normalized output holds exactly these keys, in this order.
+A conversation is JSON-native data; the normalized output holds exactly these keys, in this order::
+
+    {"messages": [message, ...], "tools"?: [function schema, ...]}
+    message: {"role": "system" | "user" | "assistant" | "tool", "content": str, "name"?: str,
+              "tool_calls"?: [{"id": str, "type": "function", "function": {"name": str, "arguments": str}}],
+              "tool_call_id"?: str, "reasoning_content"?: str}
+
+(``arguments`` is a JSON document as a string.) ``validate_conversation`` holds a row to it.
 """
 
 from __future__ import annotations
@@ -9,44 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any
 
 from .safejson import loads as safe_loads
 
-Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS: tuple[str, ...] = ("role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content")
-
-
-class FunctionCall(TypedDict):
-    name: str
-    arguments: str  # a JSON document, as a string
-
-
-class ToolCall(TypedDict):
-    id: str
-    type: Literal["function"]
-    function: FunctionCall
-
-
-class _MessageRequired(TypedDict):
-    role: Role
-    content: str
-
-
-class Message(_MessageRequired, total=False):
-    name: str
-    tool_calls: list[ToolCall]
-    tool_call_id: str
-    reasoning_content: str
-
-
-class _ConversationRequired(TypedDict):
-    messages: list[Message]
-
-
-class Conversation(_ConversationRequired, total=False):
-    tools: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)

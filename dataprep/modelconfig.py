@@ -1,7 +1,7 @@
 """Read a model's ``config.json`` (local folder or the offline HF cache) and count its parameters.
 
 The parameter count comes from the safetensors headers when weights are present (the u64 header length and
-the JSON header only; weights are never loaded), otherwise from the config with the formula in DESIGN.md:
+the JSON header only; weights are never loaded), otherwise from the config:
 
     attn = h*nq*d + 2*h*nkv*d + nq*d*h  (+ q/k/v biases for qwen2, + q/k norms for qwen3)
     mlp  = 3*h*i                        (phi3 fuses qkv and gate_up: the same count)

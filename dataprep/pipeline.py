@@ -337,11 +337,6 @@ def conversations(
     return opened.pipeline.conversations(opened.batches, on_reject)
 
 
-def detect_path(path: str | Path, *, encoding: str | None = None) -> Detection:
-    """The shape detected for a file (for ``inspect``); raises ``unknown_schema`` when unsure."""
-    return open_input(path, ConvertSpec(encoding=encoding), batch_rows=1024, instantiate=False).detection
-
-
 def as_written(source: Any, encoding: str | None = None) -> Iterator[tuple[int, Any] | Reject]:
     """Messages JSONL validated line by line as written (no Arrow round trip that would add null keys): what
     preflight passes through when the input is in the trainer's shape already. ``(row, conversation)`` or a

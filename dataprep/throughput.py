@@ -34,7 +34,7 @@ stated:
                       below; HF's modelling code runs RMSNorm, RoPE and SwiGLU unfused.
     MFU_TUNED = 0.46  AutoModel's benchmark stack (TE + triton LoRA kernels, FSDP2 prefetch, mock data with full
                       sequences): fitted to the seven rows of AutoModel's performance summary
-                      (shared/calibration-throughput.md; tests/test_throughput.py, bench/README.md), each reproduced
+                      (the rows in tests/test_throughput.py, with their sources; bench/README.md), each reproduced
                       within 15%.
 
 Communication floor: FSDP2 prefetches, so its traffic overlaps compute, but it cannot take less than its bytes over

@@ -62,6 +62,10 @@ LAYERS: list[list[str]] = [
     ["dataprep.engine_ray.normalize", "dataprep.engine_ray.stats"],
     ["dataprep.engine_ray"],
     ["dataprep.engine"],
+    ["dataprep.preflight.options"],  # the preflight package, lowest first
+    ["dataprep.preflight.records"],
+    ["dataprep.preflight.split_pass", "dataprep.preflight.outputs"],
+    ["dataprep.preflight.run"],
     ["dataprep.preflight"],
     ["dataprep.demo"],
     ["dataprep.cli._common", "dataprep.cli._options", "dataprep.cli._engine"],

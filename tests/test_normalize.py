@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dataprep.errors import DataprepError, FindingError, UsageError
 from dataprep.messages import validate_conversation
 from dataprep.normalize import default_rejects_path, normalize
-from dataprep.pipeline import ConvertSpec, conversations, detect_path
+from dataprep.pipeline import ConvertSpec, conversations, open_input
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "fixtures" / "records"
@@ -196,9 +196,10 @@ def test_conversations_yields_valid_rows_with_source_numbers():
     assert len(list(conversations(RECORDS / "preference.jsonl", ConvertSpec(take="chosen")))) == 2
 
 
-def test_detect_path_does_not_refuse():
-    assert detect_path(RECORDS / "preference.jsonl").shape == "preference"
-    assert detect_path(RECORDS / "dolly.jsonl").shape == "dolly"
+def test_detection_alone_does_not_refuse():
+    # detection alone (instantiate=False) names the shape and refuses nothing
+    assert open_input(RECORDS / "preference.jsonl", instantiate=False).detection.shape == "preference"
+    assert open_input(RECORDS / "dolly.jsonl", instantiate=False).detection.shape == "dolly"
 
 
 _value = st.one_of(

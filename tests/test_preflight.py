@@ -340,6 +340,7 @@ def test_preflight_measures_in_its_one_pass_what_stats_measures_on_the_files(
     (neither by stats nor by check-template), and the figures are those of stats over the written files."""
     from dataprep import pipeline
     from dataprep import preflight as P
+    from dataprep.preflight.split_pass import SplitPass
     from dataprep.stats import compute_stats
     from dataprep.tokenizer import load_tokenizer
 
@@ -350,7 +351,7 @@ def test_preflight_measures_in_its_one_pass_what_stats_measures_on_the_files(
         raise AssertionError("a written file was read back")
 
     with monkeypatch.context() as m:
-        m.setattr(P._Run, "_split_conversations", no_second_read)
+        m.setattr(SplitPass, "read_back", no_second_read)  # the written train/validation files
         m.setattr(pipeline, "conversations", no_second_read)  # check-template reads nothing itself
         r = preflight(cli, model, data, tmp_path / "out", "--val-fraction", "0.2", "--no-near-dup")
     assert r.exit_code in (0, 1), r

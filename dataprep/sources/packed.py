@@ -1,4 +1,4 @@
-"""Detect packed and pre-tokenized data, which AutoModel's ChatDataset cannot train on (DESIGN.md, "Packed data").
+"""Detect packed and pre-tokenized data, which AutoModel's ChatDataset cannot train on.
 
 Signatures, strongest first:
 
