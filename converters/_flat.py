@@ -82,7 +82,7 @@ class FlatConverter(Converter):
                 finding(
                     "unknown_schema",
                     f"the columns {columns} do not fit the {self.name} shape",
-                    hint=f"{self.name} needs {self.description}: map columns with --map target=source",
+                    hint=f"{self.name} needs {self.description}: map columns with $[mapping] target=source",
                 )
             )
         return spec

@@ -27,7 +27,7 @@ PROMPT_COLUMNS = ("prompt", "conversations", "messages")
 
 class Preference(Converter):
     name = "preference"
-    description = "prompt (or conversations/messages)?, chosen, rejected (refused unless --take chosen)"
+    description = "prompt (or conversations/messages)?, chosen, rejected (refused unless $[take] chosen)"
 
     def __init__(self, options: ConvertOptions | None = None):
         super().__init__(options)
@@ -131,7 +131,7 @@ class KTO(Converter):
                     "preference_data",
                     "the input holds KTO data (each row's answer labelled desirable or undesirable by kto_tag "
                     "or a boolean label), not SFT rows",
-                    hint="train it with a KTO recipe, or pass --take chosen to fine-tune on the rows labelled "
+                    hint="train it with a KTO recipe, or pass $[take] chosen to fine-tune on the rows labelled "
                     "desirable (true); the others go to the rejects file",
                 )
             )
@@ -164,7 +164,7 @@ class KTO(Converter):
         if not _desirable(record.get(label), label):
             raise RowReject(
                 "preference_data",
-                f"{label} is false: an undesirable answer (KTO), not trained with --take chosen",
+                f"{label} is false: an undesirable answer (KTO), not trained when taking the chosen answers",
             )
         return self._inner.convert_record({k: v for k, v in record.items() if k != label})  # type: ignore[union-attr]
 

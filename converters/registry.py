@@ -81,8 +81,8 @@ def _unknown(columns: list[str], why: str) -> FindingError:
             "unknown_schema",
             f"{why}; columns: {', '.join(columns) if columns else '(none)'}",
             hint=(
-                "force a shape with --format NAME (" + ", ".join(names()) + ") or map columns with "
-                "--map target=source (e.g. --map instruction=question --map output=answer)"
+                "force a shape with $[fmt] NAME (" + ", ".join(names()) + ") or map columns with "
+                "$[mapping] target=source (e.g. $[mapping] instruction=question $[mapping] output=answer)"
             ),
             columns=list(columns),
         )

@@ -75,7 +75,7 @@ class RowChecks:
             key = bytes.fromhex(digest[:32])
             first = self.first_of.get(key)
             if first is not None:
-                return "duplicate_row", f"an exact duplicate of row {first} (--dedup)"
+                return "duplicate_row", f"an exact duplicate of row {first}"
             self.first_of[key] = row
         if self.contamination is not None:
             hit = self.contamination.check(row, conv)
@@ -104,7 +104,7 @@ class RowChecks:
             return None
         if self.drop_near:
             return "near_duplicate", (
-                f"a near duplicate of row {first} (estimated Jaccard {j:.2f} >= {self.threshold}; --dedup near)"
+                f"a near duplicate of row {first} (estimated Jaccard {j:.2f} >= {self.threshold})"
             )
         self.cluster_of[row] = first
         self.sizes[first] += 1
@@ -200,7 +200,7 @@ class RowChecks:
                     f"{len(self.sizes)} cluster(s); kept, each cluster on one side of the split. Largest: "
                     f"{members + 1} rows like row {first} ({text!r})",
                     severity="info",
-                    hint="drop them with --dedup near unless the repetition is intended",
+                    hint="drop them with $[dedup] near unless the repetition is intended",
                     rows=sorted(self.cluster_of)[:MAX_ROWS_LISTED],
                     count=n,
                     clusters=len(self.sizes),

@@ -11,21 +11,9 @@ DataprepError            shown to the user as ``error[code]: message`` + ``hint:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from pathlib import Path
 
 from .findings import EXIT_FINDINGS, EXIT_USAGE, Finding, finding
-
-# ``$[name]`` in a usage error's message or hint names an option by its parameter name (``$[seq_length]``); the
-# library never spells a command-line flag, the CLI does (``--seq-length``). Not ``${...}``: recipes and shells
-# use that for their own variables, which a message may quote.
-_OPTION = re.compile(r"\$\[([a-z_][a-z0-9_]*)\]")
-
-
-def name_options(text: str | None, name: Callable[[str], str] = str) -> str | None:
-    """``text`` with each ``$[option]`` written as ``name(option)``: the parameter name by default."""
-    return None if text is None else _OPTION.sub(lambda m: name(m.group(1)), text)
 
 
 class DataprepError(Exception):
@@ -37,17 +25,11 @@ class DataprepError(Exception):
 
 
 class UsageError(DataprepError):
-    """A request that cannot be done as asked. ``$[option]`` in the message or hint names an option: a Python
-    caller reads the parameter name (``seq_length``), the CLI shows its flag (``for_flags``)."""
+    """A request that cannot be done as asked; ``$[param]`` in the message or hint names an option (see
+    ``findings``: a Python caller reads ``param``, the CLI its flag)."""
 
     def __init__(self, message: str, hint: str | None = None):
-        self.template = (message, hint)
-        super().__init__(finding("usage_error", name_options(message), hint=name_options(hint)))
-
-    def for_flags(self, flag: Callable[[str], str]) -> Finding:
-        """The finding with each option written as ``flag(option)`` (the command line's spelling)."""
-        message, hint = self.template
-        return finding("usage_error", name_options(message, flag), hint=name_options(hint, flag))
+        super().__init__(finding("usage_error", message, hint=hint))
 
 
 def _where(path: str | Path, line: int | None) -> str:

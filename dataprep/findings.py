@@ -2,14 +2,48 @@
 
 A *finding* is every problem the tool reports: ``{"code", "severity", "message", "hint", "rows"?}``.
 Codes are stable identifiers: extend the catalogue, never rename or remove a released code.
+
+A message or hint names an option as ``$[param]`` (its parameter name), never as a command-line flag: the library
+does not know how it was called. ``finding`` writes each as the current namer says: the parameter name by default
+(``seq_length``), the running command's flag inside the CLI (``options_named(flag_of)``: ``--seq-length``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, overload
+
+# Not ``${...}``: recipes and shells use that for their own variables, which a message may quote.
+_OPTION = re.compile(r"\$\[([a-z_][a-z0-9_]*)\]")
+_NAMER: ContextVar[Callable[[str], str]] = ContextVar("dataprep_option_namer", default=str)
+
+
+@overload
+def name_options(text: str) -> str: ...
+@overload
+def name_options(text: None) -> None: ...
+def name_options(text: str | None) -> str | None:
+    """``text`` with each ``$[param]`` written as the current namer writes it (the parameter name by default)."""
+    if text is None or "$[" not in text:
+        return text
+    name = _NAMER.get()
+    return _OPTION.sub(lambda m: name(m.group(1)), text)
+
+
+@contextlib.contextmanager
+def options_named(namer: Callable[[str], str]) -> Iterator[None]:
+    """Within the block, findings and usage errors name options with ``namer`` (the CLI: the running command's
+    flags)."""
+    token = _NAMER.set(namer)
+    try:
+        yield
+    finally:
+        _NAMER.reset(token)
 
 
 class Severity(str, Enum):
@@ -63,19 +97,19 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "unknown_schema",
             "error",
             "no record shape matches the columns",
-            "force a shape with --format NAME or map columns with --map target=source",
+            "force a shape with $[fmt] NAME or map columns with $[mapping] target=source",
         ),
         _spec(
             "preference_data",
             "error",
             "preference pairs (chosen/rejected) are not SFT data",
-            "train them with a preference recipe, or pass --take chosen to fine-tune on the chosen answers",
+            "train them with a preference recipe, or pass $[take] chosen to fine-tune on the chosen answers",
         ),
         _spec(
             "pretraining_text",
             "error",
             "a lone text column is pretraining data, not chat",
-            "SFT needs prompts and answers: map the columns with --map, or use a pretraining recipe",
+            "SFT needs prompts and answers: map the columns with $[mapping], or use a pretraining recipe",
         ),
         _spec(
             "output_would_overwrite_input",
@@ -87,7 +121,7 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "output_exists",
             "error",
             "the output file already exists",
-            "pass --force to replace it, or choose another path",
+            "pass $[force] to replace it, or choose another path",
         ),
         _spec(
             "output_not_writable",
@@ -111,7 +145,7 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "model_not_found",
             "error",
             "the model is not a local folder and not in the local Hugging Face cache",
-            "pass a local folder, download it first (huggingface-cli download), or add --allow-download",
+            "pass a local folder, download it first (huggingface-cli download), or add $[allow_download]",
         ),
         _spec(
             "unsupported_architecture",
@@ -119,18 +153,26 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "the model's architecture is not one the memory estimate knows",
             "use a supported architecture or pass the numbers the estimate needs",
         ),
-        _spec("usage_error", "error", "the command line is not valid", "see --help for the command"),
+        _spec(
+            "usage_error",
+            "error",
+            "the command line is not valid",
+            "the help of the command lists its options",
+        ),
         # -- rows (each goes to the rejects file with its row number) -----------------------------------
         _spec("invalid_json", "error", "the line is not valid JSON", "fix or remove the line"),
         _spec(
-            "missing_field", "error", "a required field is missing", "map the column with --map target=source"
+            "missing_field",
+            "error",
+            "a required field is missing",
+            "map the column with $[mapping] target=source",
         ),
         _spec("empty_content", "error", "a message has empty content", "drop the row or fill the message"),
         _spec(
             "unknown_role",
             "error",
             "a role ChatDataset does not accept",
-            "roles are system, user, assistant and tool: map others with --role-map name=role",
+            "roles are system, user, assistant and tool: map others with $[role_map] name=role",
         ),
         _spec(
             "no_assistant_turn",
@@ -154,10 +196,13 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "non_text_content",
             "error",
             "images or audio in a text-only dataset",
-            "pass --text-only to keep the text parts, or use a vision-language recipe",
+            "pass $[text_only] to keep the text parts, or use a vision-language recipe",
         ),
         _spec(
-            "duplicate_row", "warning", "an exact duplicate of an earlier row", "drop duplicates with --dedup"
+            "duplicate_row",
+            "warning",
+            "an exact duplicate of an earlier row",
+            "drop duplicates with $[dedup]",
         ),
         _spec(
             "near_duplicate",
@@ -182,13 +227,13 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "chat_template_missing",
             "error",
             "the tokenizer has no chat template",
-            "use a tokenizer with chat-template support or pass --chat-template",
+            "use a tokenizer with chat-template support or pass $[chat_template]",
         ),
         _spec(
             "template_render_error",
             "error",
             "the chat template fails to render",
-            "fix the template or pass another with --chat-template",
+            "fix the template or pass another with $[chat_template]",
         ),
         _spec(
             "system_role_unsupported",
@@ -349,8 +394,8 @@ CATALOGUE: Mapping[str, CodeSpec] = {
         _spec(
             "too_long",
             "warning",
-            "the row is longer than the length kept (seq_length or --max-tokens)",
-            "kept in rejects with its row number: raise --max-tokens / --seq-length to keep it",
+            "the row is longer than the length kept (seq_length or max_tokens)",
+            "kept in rejects with its row number: raise $[max_tokens] / $[seq_length] to keep it",
         ),
         _spec(
             "unfilled_placeholder",
@@ -374,7 +419,7 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "mojibake",
             "warning",
             "text with replacement characters or double-decoded UTF-8 (\ufffd, 'Ã©')",
-            "re-read the source with the right --encoding",
+            "re-read the source with the right $[encoding]",
         ),
         _spec(
             "ends_with_user_turn",
@@ -435,7 +480,7 @@ CATALOGUE: Mapping[str, CodeSpec] = {
             "recipe_parallel_mismatch",
             "error",
             "the recipe's parallel sizes do not multiply to the number of GPUs",
-            "set distributed.dp_size to none (AutoModel infers it) or pass the --gpus the job really has",
+            "set distributed.dp_size to none (AutoModel infers it) or pass the $[gpus] the job really has",
         ),
         _spec(
             "recipe_setting_not_modeled",
@@ -499,8 +544,8 @@ def finding(
     return Finding(
         code=code,
         severity=sev,
-        message=message,
-        hint=spec.hint if hint is None else hint,
+        message=name_options(message),
+        hint=name_options(spec.hint if hint is None else hint),
         rows=None if rows is None else tuple(int(r) for r in rows),
         data=data,
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from .errors import DataprepError, UnreadableInput
 from .findings import Finding
+from .sources.jsonl import ENCODING_ADVICE, ENCODING_HINT
 from .sources.packed import PackedVerdict, detect_packed, packed_verdict
 from .sources.readers import EXACT_COUNT_MAX_BYTES, NpySource, Source, open_source
 
@@ -121,9 +122,11 @@ def inspect_input(path: str, *, encoding: str | None = None, sample_rows: int = 
             e = batch.errors[0]
             hint = "fix or remove the line; `dataprep normalize` sends unparseable lines to the rejects file"
             message = e.message
-            if "--encoding" in e.message:  # the rejects' message carries the hint: say it once, as the hint
-                message, _, hint = e.message.partition("; pass ")
-                hint = "pass " + hint if hint else "pass --encoding latin-1 (or the file's real encoding)"
+            carried = "; " + ENCODING_ADVICE
+            if e.message.endswith(
+                carried
+            ):  # the rejects' message carries the advice: say it once, as the hint
+                message, hint = e.message[: -len(carried)], ENCODING_HINT
             raise UnreadableInput(src.path, message, hint=hint, line=e.row)
         if rows < DETECT_ROWS:
             head.append(batch)

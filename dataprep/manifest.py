@@ -377,7 +377,7 @@ def mismatch_findings(check: ManifestCheck) -> list[Finding]:
     if check.revision_changed:
         parts.append(f"revision {check.revision_changed[0]} -> {check.revision_changed[1]}")
     if check.template_changed:
-        parts.append("the --chat-template file changed")
+        parts.append("the $[chat_template] file changed")
     return [
         finding(
             "manifest_mismatch",

@@ -150,8 +150,8 @@ def validate_conversation(conv: Any) -> list[Problem]:
 
 FIRST_ROWS = 20
 _VALIDATE_HINTS = {
-    "missing_field": 'each line is {"messages": [{"role", "content"}, ...]}: convert records with dataprep normalize',
-    "non_text_content": "ChatDataset keeps only the text parts: convert with dataprep normalize --text-only, "
+    "missing_field": 'each line is {"messages": [{"role", "content"}, ...]}: convert records with `dataprep normalize`',
+    "non_text_content": "ChatDataset keeps only the text parts: convert with `dataprep normalize --text-only`, "
     "or use a vision-language recipe",
 }
 MAX_PROBLEMS = 100

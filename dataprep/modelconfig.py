@@ -424,7 +424,7 @@ def load_model_config(model: str, *, count_weights: bool = True, allow_download:
     if not cfg_path.is_file():
         raise ModelNotFound(
             f"{model_dir}: no config.json (the memory estimate needs the architecture)",
-            hint="point --model at the checkpoint folder: config.json sits next to the weights",
+            hint="point $[model] at the checkpoint folder: config.json sits next to the weights",
         )
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))

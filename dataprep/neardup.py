@@ -136,7 +136,7 @@ class NearDup:
 
             raise MissingDependency(
                 f"near-duplicate detection needs the rensa package ({err})",
-                hint='pip install "rensa>=0.5.0,<0.6" (or --no-near-dup to skip the check)',
+                hint='pip install "rensa>=0.5.0,<0.6" (or $[no_near_dup] to skip the check)',
             ) from None
 
         if not 0.0 < threshold <= 1.0:

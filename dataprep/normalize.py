@@ -94,7 +94,7 @@ class NormalizeResult:
                 finding(
                     "duplicate_row",
                     f"{self.duplicates} exact duplicate {self.unit}{'s' if self.duplicates != 1 else ''} "
-                    "dropped (--dedup)",
+                    "dropped ($[dedup])",
                     severity="info",
                     hint="the first copy of each is kept; the summary counts the dropped ones",
                     count=self.duplicates,
@@ -171,7 +171,7 @@ class TokenLimit:
         for i, (row, line) in enumerate(items):
             t = total.get(i)
             if t is not None and t > self.max_tokens:
-                msg = f"{t} tokens through the chat template, over --max-tokens {self.max_tokens}"
+                msg = f"{t} tokens through the chat template, over the token limit of {self.max_tokens}"
                 rejects.append(Reject(row, "too_long", msg, convs[i]))
             else:
                 keep.append((row, line))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import UsageError
-from .findings import Finding, finding
+from .findings import Finding, finding, name_options
 from .memory import GIB, LOSSES, METHODS, PARAM_DTYPES, MemoryEstimate, MemoryInputs, estimate
 from .modelconfig import ModelConfig, parse_targets
 from .throughput import (
@@ -148,7 +148,7 @@ class PlanResult:
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     time: TimeEstimate | None = None  # None when nothing fits (the oom remedies carry their own times)
     gpu: str | None = None  # the --gpu preset, when one was named
-    gpu_memory_source: str = "--gpu-memory"
+    gpu_memory_source: str = "gpu_memory"
 
     @property
     def usable_bytes(self) -> float:
@@ -438,7 +438,7 @@ def make_plan(
                 "seq_length_exceeds_max_position_embeddings",
                 f"seq_length {int(seq)} is longer than {model_cfg.name or model_cfg.model_type}'s "
                 f"max_position_embeddings {max_pos}: positions past {max_pos} were never trained",
-                hint=f"pass --seq-length {max_pos} or less, or use a model (or RoPE scaling) made for longer contexts",
+                hint=f"pass $[seq_length] {max_pos} or less, or use a model (or RoPE scaling) made for longer contexts",
                 seq_length=int(seq),
                 max_position_embeddings=int(max_pos),
             )
@@ -501,7 +501,7 @@ def make_plan(
                         f"global_batch_size {global_batch_size} is not a multiple of dp_size {gpus}: no local batch "
                         f"gives global % (local x dp) == 0; the nearest valid global batch sizes are "
                         f"{_describe_valid(options)}",
-                        hint=f"pass --global-batch-size {options[0]['global_batch_size']} (local_batch_size "
+                        hint=f"pass $[global_batch_size] {options[0]['global_batch_size']} (local_batch_size "
                         f"{options[0]['local_batch_size']}); with local_batch_size {best}: "
                         f"{' or '.join(str(v) for v in valid)} (any multiple of {unit})",
                         nearest_valid=valid,
@@ -557,7 +557,7 @@ def make_plan(
     )
 
 
-DEFAULT_GPU_MEMORY = 80 * GIB  # without --gpu or --gpu-memory
+DEFAULT_GPU_MEMORY = 80 * GIB  # without gpu or gpu_memory
 
 
 def resolve_gpu_memory(memory: int | str | None, gpu: str | None) -> tuple[int, str]:
@@ -566,11 +566,13 @@ def resolve_gpu_memory(memory: int | str | None, gpu: str | None) -> tuple[int, 
     if memory is None:
         if spec:
             return spec.memory_bytes, f"{spec.name} preset"
-        return DEFAULT_GPU_MEMORY, "default (80 GiB; pass --gpu or --gpu-memory)"
+        return DEFAULT_GPU_MEMORY, name_options("default (80 GiB; pass $[gpu] or $[gpu_memory])")
     value = parse_size(memory) if isinstance(memory, str) else memory
     if spec and value != spec.memory_bytes:
-        return value, f"--gpu-memory (overrides the {spec.name} preset's {spec.memory_bytes / GIB:.1f} GiB)"
-    return value, f"{spec.name} preset" if spec else "--gpu-memory"
+        return value, name_options(
+            f"$[gpu_memory] (overrides the {spec.name} preset's {spec.memory_bytes / GIB:.1f} GiB)"
+        )
+    return value, f"{spec.name} preset" if spec else name_options("$[gpu_memory]")
 
 
 @dataclass(frozen=True)
@@ -638,22 +640,22 @@ def _alternatives(
         fewer = t.epoch.computed_tokens / p.epoch.computed_tokens if p.epoch else 1.0
         if fewer >= 1.1 and p.epoch_seconds:
             out.append({
-                "change": "packing", "flag": "--packing", "computed_tokens_ratio": round(1 / fewer, 3),
+                "change": "packing", "flag": name_options("$[packing]"), "computed_tokens_ratio": round(1 / fewer, 3),
                 "time_ratio": round(p.epoch_seconds / t.epoch_seconds, 3), "epoch_seconds": round(p.epoch_seconds, 2),
-                "text": f"packing (--packing): {fewer:.1f}x fewer computed tokens, ~{duration(p.epoch_seconds)} per "
-                        f"epoch instead of ~{duration(t.epoch_seconds)}",  # type: ignore[arg-type]
+                "text": name_options(f"packing ($[packing]): {fewer:.1f}x fewer computed tokens, ~{duration(p.epoch_seconds)} per "
+                        f"epoch instead of ~{duration(t.epoch_seconds)}"),  # type: ignore[arg-type]
             })  # fmt: skip
     if setup.method == "sft":
         alt = replace(setup, method="lora")
         ratio, words = clock.consequence(setup, alt, local)
-        out.append({"change": "lora", "flag": "--method lora", "time_ratio": round(ratio, 3),
+        out.append({"change": "lora", "flag": name_options("$[method] lora"), "time_ratio": round(ratio, 3),
                     "text": f"LoRA r{setup.lora_rank} instead of full fine-tuning: {words}"})  # fmt: skip
     if setup.ac:
         alt = replace(setup, ac=False)
         b = alt.largest_batch(local)
         if b:
             ratio, _ = clock.consequence(setup, alt, b)
-            out.append({"change": "activation_checkpointing_off", "flag": "--activation-checkpointing off",
+            out.append({"change": "activation_checkpointing_off", "flag": name_options("$[activation_checkpointing] off"),
                         "local_batch_size": b, "time_ratio": round(ratio, 3),
                         "text": f"without activation checkpointing (fits at local_batch_size {b}): "
                                 f"~{change(ratio)} time per epoch"})  # fmt: skip
@@ -836,10 +838,10 @@ def _oom_finding(
         alt = replace(setup, loss="fused_linear_ce")
         b = alt.largest_batch()
         if b:
-            text = f"use --loss fused_linear_ce (no logits buffer): fits with local_batch_size {b}"
+            text = f"use $[loss] fused_linear_ce (no logits buffer): fits with local_batch_size {b}"
         elif not setup.ac and (b := replace(alt, ac=True).largest_batch()):
             alt = replace(alt, ac=True)
-            text = (f"use --loss fused_linear_ce: does not fit alone, but with activation checkpointing "
+            text = (f"use $[loss] fused_linear_ce: does not fit alone, but with activation checkpointing "
                     f"as well it fits with local_batch_size {b}")  # fmt: skip
         else:
             alt = replace(alt, ac=True)
@@ -847,11 +849,11 @@ def _oom_finding(
             if s:
                 alt = replace(alt, seq_length=s)
                 b = 1
-                text = (f"use --loss fused_linear_ce: not enough alone at seq_length {setup.seq_length}; seq_length "
+                text = (f"use $[loss] fused_linear_ce: not enough alone at seq_length {setup.seq_length}; seq_length "
                         f"{s} fits, local_batch_size 1{_with_text(rm.added(alt), ',')}")  # fmt: skip
             else:
-                text = "use --loss fused_linear_ce: still does not fit alone"
-        remedies.append(rm.entry("fused_linear_ce", alt, b, text=text))
+                text = "use $[loss] fused_linear_ce: still does not fit alone"
+        remedies.append(rm.entry("fused_linear_ce", alt, b, text=name_options(text)))  # a remedy is data too
     # 6. more GPUs (FSDP2 shards the states further)
     for alt, _ in rm.ladder(setup):
         g = next((g for g in (2**k for k in range(1, 11)) if g > alt.dp and replace(alt, dp=g).fits(1)), 0)

@@ -533,7 +533,7 @@ def _check_batch(recipe: Recipe, name: str, gpus: int) -> list[Finding]:
             finding(
                 "recipe_parallel_mismatch",
                 f"{name}: distributed {shown}tp_size {sizes['tp_size']} x cp_size {sizes['cp_size']} x pp_size "
-                f"{sizes['pp_size']} does not make the {gpus} GPU(s) of --gpus",
+                f"{sizes['pp_size']} does not make the {gpus} GPU(s) of $[gpus]",
                 key="distributed",
             )
         )

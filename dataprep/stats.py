@@ -571,7 +571,7 @@ def stats_from_counts(
         findings.append(
             finding(
                 "too_long",
-                f"{long_rows.size} row(s) longer than --max-tokens {max_tokens} set aside (not in these figures)",
+                f"{long_rows.size} row(s) longer than $[max_tokens] {max_tokens} set aside (not in these figures)",
                 rows=long_rows[:FIRST_ROWS].tolist(),
                 count=int(long_rows.size),
                 max_tokens=int(max_tokens),

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
+from .findings import name_options
 from .memory import QLORA_BYTES
 from .modelconfig import LinearSpec, ModelConfig
 
@@ -68,7 +69,7 @@ MFU_TUNED = 0.46
 MFU_STOCK_SOURCE = (
     "assumed for a stock AutoModel run (HF modelling code, FSDP2, no Transformer Engine, no torch.compile): "
     "below torchtitan's 34% for eager FSDP2 Llama 3.1 8B on H100 and the 0.46 fitted to AutoModel's tuned "
-    "benchmark rows; pass --mfu to use your own measurement"
+    "benchmark rows; pass $[mfu] to use your own measurement"  # shown through name_options
 )
 MFU_TUNED_SOURCE = (
     "fitted to AutoModel's performance summary (TE + triton LoRA kernels, FSDP2 prefetch, full sequences; "
@@ -184,11 +185,15 @@ class Hardware:
             name = spec.name if spec else "custom"
             note = f" (overrides the {spec.name} preset's {spec.peak_tflops:g})" if spec else ""
             link = spec.link_gb_per_s if spec else None
-            return cls(name, float(tflops), f"--gpu-tflops {tflops:g}{note}", link_gb_per_s=link)
+            return cls(
+                name, float(tflops), name_options(f"$[gpu_tflops] {tflops:g}{note}"), link_gb_per_s=link
+            )
         if spec:
             return cls(spec.name, spec.peak_tflops, spec.source, link_gb_per_s=spec.link_gb_per_s)
         d = gpu_preset(DEFAULT_GPU)
-        return cls(d.name, d.peak_tflops, f"assumed (no --gpu): {d.source}", True, d.link_gb_per_s)
+        return cls(
+            d.name, d.peak_tflops, name_options(f"assumed (no $[gpu]): {d.source}"), True, d.link_gb_per_s
+        )
 
 
 # -- FLOPs ----------------------------------------------------------------------------------------------------
@@ -613,7 +618,8 @@ def estimate_time(
     )
     step_flops = computed * w.global_batch_size * flops.total
     compute = step_flops / (w.gpus * hw.peak_tflops * 1e12 * eff)
-    notes = [f"MFU {eff:g}: {MFU_STOCK_SOURCE if mfu is None else '--mfu'}"]
+    mfu_source = name_options(MFU_STOCK_SOURCE if mfu is None else "$[mfu]")
+    notes = [f"MFU {eff:g}: {mfu_source}"]
     comm = None
     traffic = fsdp_bytes_per_step(w)
     if traffic and hw.link_gb_per_s and w.gpus <= GPUS_PER_NODE:
@@ -626,13 +632,15 @@ def estimate_time(
         why = (
             f"more than {GPUS_PER_NODE} GPUs (inter-node links)"
             if w.gpus > GPUS_PER_NODE
-            else "no --gpu link"
+            else name_options("no $[gpu] link")
         )
         notes.append(f"FSDP2 traffic assumed hidden behind compute ({why}: no floor drawn)")
     notes.append("optimizer step not counted (elementwise, memory-bound)")
     step = max(compute, comm or 0.0)
     if hw.assumed:
-        notes.append(f"GPU peak assumed: {hw.name} ({hw.peak_tflops:g} TFLOPS dense BF16); pass --gpu")
+        notes.append(
+            name_options(f"GPU peak assumed: {hw.name} ({hw.peak_tflops:g} TFLOPS dense BF16); pass $[gpu]")
+        )
     if e:
         notes += e.notes
     else:
@@ -654,7 +662,7 @@ def estimate_time(
         workload=w,
         hardware=hw,
         mfu=eff,
-        mfu_source=MFU_STOCK_SOURCE if mfu is None else "--mfu",
+        mfu_source=mfu_source,
         flops=flops,
         epoch=e,
         computed_tokens_per_sequence=computed,

@@ -159,7 +159,7 @@ def resolve_model_dir(model: str, *, allow_download: bool = False) -> Path:
     raise ModelNotFound(
         f"{model} is neither a local folder nor in the local Hugging Face cache: looked at {where}",
         hint="pass a local folder, download it first (huggingface-cli download "
-        f"{model}), or add --allow-download",
+        f"{model}), or add $[allow_download]",
     )
 
 

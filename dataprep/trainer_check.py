@@ -90,8 +90,8 @@ def check_rows(
         from .errors import MissingDependency
 
         raise MissingDependency(
-            "--trainer-check reads rows with AutoModel's own ChatDataset, and nemo-automodel is not installed here",
-            hint="run it in the training environment (pip install nemo-automodel), or drop --trainer-check",
+            "$[trainer_check] reads rows with AutoModel's own ChatDataset, and nemo-automodel is not installed here",
+            hint="run it in the training environment (pip install nemo-automodel), or drop $[trainer_check]",
         )
     import logging
     import warnings

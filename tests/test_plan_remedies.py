@@ -153,7 +153,7 @@ def test_not_divisible_lists_the_nearest_global_sizes_with_their_local_batch():
     assert options[0]["local_batch_size"] == 1
     for o in options:
         assert f"{o['global_batch_size']} (local_batch_size {o['local_batch_size']}" in f.message
-    assert "pass --global-batch-size 33 (local_batch_size 1)" in f.hint
+    assert "pass global_batch_size 33 (local_batch_size 1)" in f.hint
     assert d["nearest_valid"]  # still there (pipelines read it)
 
 
@@ -207,7 +207,7 @@ def test_seq_length_past_max_position_embeddings_warns():
     p = make_plan(PHI3, seq_length=8192, gpus=8, gpu_memory_bytes=80 * GIB, method="lora")
     (w,) = [f for f in p.findings if f.code == "seq_length_exceeds_max_position_embeddings"]
     assert w.severity.value == "warning"
-    assert "8192" in w.message and "4096" in w.message and "--seq-length 4096" in w.hint
+    assert "8192" in w.message and "4096" in w.message and "seq_length 4096 or less" in w.hint
     ok = make_plan(PHI3, seq_length=4096, gpus=8, gpu_memory_bytes=80 * GIB, method="lora")
     assert not [f for f in ok.findings if f.code == "seq_length_exceeds_max_position_embeddings"]
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataprep.findings import CATALOGUE
+from dataprep.findings import CATALOGUE, name_options
 from dataprep.quality import (
     MAX_ANSWERS,
     QUALITY_CODES,
@@ -393,7 +393,7 @@ def test_findings_use_the_catalogue_and_serialize():
     fs = lint.findings()
     assert [f.code for f in fs] == list(QUALITY_CODES)
     for f in fs:
-        assert f.severity is CATALOGUE[f.code].severity and f.hint == CATALOGUE[f.code].hint
+        assert f.severity is CATALOGUE[f.code].severity and f.hint == name_options(CATALOGUE[f.code].hint)
         d = f.to_dict()
         assert d["count"] >= 1 and d["rows"] and len(d["example"]) <= 80
         json.dumps(d)

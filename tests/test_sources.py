@@ -144,7 +144,7 @@ def test_raw_text_of_a_bad_line_is_cut(tmp_path):
 def test_latin1_needs_encoding():
     with pytest.raises(UnreadableInput) as err:
         list(open_source(str(DATA / "alpaca_latin1.csv")).batches())
-    assert "--encoding latin-1" in err.value.finding.hint
+    assert "pass encoding latin-1" in err.value.finding.hint
     src = open_source(str(DATA / "alpaca_latin1.csv"), encoding="latin-1")
     recs = [r for _, r in iter_records(src.batches())]
     assert {"instruction": "Name a café drink.", "input": "", "output": "A crème brûlée latte."} in recs
@@ -156,7 +156,7 @@ def test_latin1_jsonl_with_encoding(tmp_path):
     _, recs, errs = _read_all(open_source(str(p), encoding="latin-1"))
     assert recs == [{"q": "café"}] and errs == []
     _, recs, errs = _read_all(open_source(str(p)))
-    assert recs == [] and "--encoding latin-1" in errs[0].message
+    assert recs == [] and "real encoding (e.g. latin-1" in errs[0].message
 
 
 def test_unknown_encoding_is_a_usage_error():

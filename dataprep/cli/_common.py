@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import click
 
 from ..errors import DataprepError
-from ..findings import EXIT_USAGE, Finding, Severity, apply_strict, exit_code
+from ..findings import EXIT_USAGE, Finding, Severity, apply_strict, exit_code, options_named
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
 MAX_ROWS_SHOWN = 10
@@ -147,24 +147,31 @@ def os_error_finding(err: OSError) -> Finding:
     )
 
 
+def _spelled(param: click.Parameter) -> str:
+    longs = [o for o in param.opts if o.startswith("--")]
+    return longs[0] if longs else param.human_readable_name
+
+
 def flag_of(option: str) -> str:
-    """How the running command spells a library option (``seq_length`` -> ``--seq-length``, ``fmt`` ->
-    ``--format``, ``out`` -> ``OUT``): its own parameter of that name, else the option's name as a flag."""
+    """How the command line spells a library option (``seq_length`` -> ``--seq-length``, ``fmt`` -> ``--format``,
+    ``out`` -> ``OUT``): the running command's parameter of that name, else the first command that has one (a
+    hint may name another command's flag), else the option's name as a flag."""
     ctx = click.get_current_context(silent=True)
+    root = None
     while ctx is not None:
         for p in ctx.command.params:
             if p.name == option:
-                longs = [o for o in p.opts if o.startswith("--")]
-                return longs[0] if longs else p.human_readable_name
+                return _spelled(p)
+        root = ctx
         ctx = ctx.parent
+    group = root.command if root is not None else None
+    if isinstance(group, click.Group):
+        for name in group.list_commands(root):
+            command = group.get_command(root, name)
+            for p in command.params if command is not None else ():
+                if p.name == option and isinstance(p, click.Option):
+                    return _spelled(p)
     return "--" + option.replace("_", "-")
-
-
-def error_finding(err: DataprepError) -> Finding:
-    """The finding a library error shows on the command line: options named as this command's flags."""
-    from ..errors import UsageError
-
-    return err.for_flags(flag_of) if isinstance(err, UsageError) else err.finding
 
 
 def run(
@@ -172,11 +179,12 @@ def run(
 ) -> NoReturn:
     """Run a command body, print its outcome, and exit with the policy's code."""
     try:
-        outcome = body()
+        with options_named(flag_of):  # the library's $[param] read as this command's flags
+            outcome = body()
     except DataprepError as err:
         if os.environ.get("DATAPREP_RAISE"):
             raise
-        outcome = Outcome(findings=[error_finding(err)], exit_code=err.exit_code)
+        outcome = Outcome(findings=[err.finding], exit_code=err.exit_code)
     except OSError as err:
         if err.errno == errno.EPIPE:
             closed_pipe_exit()

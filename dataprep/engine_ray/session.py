@@ -22,7 +22,7 @@ def import_ray() -> Any:
         import ray.data  # noqa: F401
     except ImportError as exc:
         raise MissingDependency(
-            f"--engine ray needs Ray Data, which is not installed ({exc})", hint=RAY_EXTRA_HINT
+            f"$[engine] ray needs Ray Data, which is not installed ({exc})", hint=RAY_EXTRA_HINT
         ) from None
     return ray
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from ..defaults import DEFAULT_BATCH_SIZES, DEFAULT_SEQ_LENGTHS
 from ..errors import UsageError
+from ..findings import name_options
 from ..pipeline import ConvertSpec
 
 STDIN_NAME = "<stdin>"  # how messages and the report name `--dataset -` (never the reader's spool file)
@@ -125,24 +126,24 @@ class PreflightOptions:
         }
 
 
-# option -> the dataprep flag that sets it (for "the command line wins" in the report)
+# option -> the dataprep option that sets it, as $[param] (for "the command line wins" in the report)
 _FLAGS = {
-    "model": "--model",
-    "dataset": "--dataset",
-    "tokenizer": "--model",
-    "method": "--method",
-    "seq_length": "--seq-length",
-    "chat_template": "--chat-template",
-    "global_batch_size": "--global-batch-size",
-    "lora_rank": "--lora-rank",
-    "lora_alpha": "--lora-alpha",
-    "lora_targets": "--lora-targets",
-    "activation_checkpointing": "--activation-checkpointing",
-    "loss": "--loss",
-    "param_dtype": "--param-dtype",
-    "packing": "--packing",
-    "epochs": "--epochs",
-    "max_steps": "--max-steps",
+    "model": "$[model]",
+    "dataset": "$[dataset]",
+    "tokenizer": "$[model]",
+    "method": "$[method]",
+    "seq_length": "$[seq_length]",
+    "chat_template": "$[chat_template]",
+    "global_batch_size": "$[global_batch_size]",
+    "lora_rank": "$[lora_rank]",
+    "lora_alpha": "$[lora_alpha]",
+    "lora_targets": "$[lora_targets]",
+    "activation_checkpointing": "$[activation_checkpointing]",
+    "loss": "$[loss]",
+    "param_dtype": "$[param_dtype]",
+    "packing": "$[packing]",
+    "epochs": "$[epochs]",
+    "max_steps": "$[max_steps]",
 }
 _TOP_LEVEL = ("model", "dataset", "tokenizer", "method", "seq_length", "chat_template")
 
@@ -170,7 +171,8 @@ def resolve_with_recipe(
             else:
                 plan[name] = st.value
         elif given != st.value and name in _FLAGS and name != "dataset":
-            changes.append(Change(st.key, st.value, given, f"{_FLAGS[name]} on the dataprep command line"))
+            why = name_options(f"{_FLAGS[name]} on the dataprep command line")
+            changes.append(Change(st.key, st.value, given, why))
     if opts.model and "tokenizer" in settings:
         top["tokenizer"] = None
     resolved = replace(opts, **top, plan_options=plan)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..atomic import atomic_write
 from ..errors import DataprepError
-from ..findings import finding
+from ..findings import finding, name_options
 from .options import APPROVED_OUTPUTS, PreflightOptions
 
 
@@ -337,7 +337,7 @@ _CARRIED_DATASET_KEYS = frozenset(
         "start_of_turn_token",
     }
 )
-# why recipe.yaml changes a key (the longest matching prefix wins)
+# why recipe.yaml changes a key (the longest matching prefix wins); shown through name_options
 _WHY = {
     "dataset": "ChatDataset reading the train.jsonl preflight wrote",
     "dataset.seq_length": "the plan's seq_length",
@@ -349,11 +349,11 @@ _WHY = {
     "step_scheduler": "the plan: the largest micro-batch that fits, accumulation for the global batch",
     "distributed.activation_checkpointing": "the plan's activation checkpointing, explicit",
     "peft": "the LoRA settings the memory plan used (one way of choosing modules)",
-    "quantization": "--method sft: no quantized base",
+    "quantization": "$[method] sft: no quantized base",
     "loss_fn": "the loss the memory plan assumed",
     "model.torch_dtype": "the precision the memory plan assumed, explicit",
     "model.output_hidden_states": "FusedLinearCrossEntropy takes the hidden states",
-    "model.pretrained_model_name_or_path": "--model on the dataprep command line",
+    "model.pretrained_model_name_or_path": "$[model] on the dataprep command line",
     "packed_sequence": "the plan's packing",
 }
 
@@ -372,7 +372,7 @@ def _recipe_changes(old: Mapping[str, Any], new: Mapping[str, Any], flag_changes
             not isinstance(b, dict) or a.get("_target_") != b.get("_target_") or set(a) - set(b)
         ):
             whole.add(name)
-            out.append(Change(name, a, b, "replaced whole: " + _WHY[name]))
+            out.append(Change(name, a, b, "replaced whole: " + name_options(_WHY[name])))
     for key, a, b in diff(old, new):
         if key.split(".", 1)[0] in whole:
             continue
@@ -383,7 +383,7 @@ def _recipe_changes(old: Mapping[str, Any], new: Mapping[str, Any], flag_changes
                 (_WHY[".".join(parts[:i])] for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in _WHY),
                 "",
             )
-        out.append(Change(key, a, b, why))
+        out.append(Change(key, a, b, name_options(why)))
     return out
 
 
@@ -409,6 +409,6 @@ def _refuse_input_overwrite(dataset: str, paths: Mapping[str, Path]) -> None:
                 finding(
                     "output_would_overwrite_input",
                     f"{path}: an output of preflight would overwrite the input {dataset}",
-                    hint="choose another --out folder",
+                    hint="choose another $[out_dir] folder",
                 )
             )

@@ -16,7 +16,16 @@ from ..errors import (
     UnreadableInput,
     UsageError,
 )
-from ..findings import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Finding, Severity, apply_strict, finding
+from ..findings import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    Finding,
+    Severity,
+    apply_strict,
+    finding,
+    name_options,
+)
 from .options import (
     MAX_ROWS_LISTED,
     OUTPUT_NAMES,
@@ -131,7 +140,7 @@ class _Run:
         """The recipe's own problems, before any data is read; what preflight took from it as figures."""
         rec = self.steps["recipe"]
         if self.recipe is None:
-            rec.status, rec.note = "skipped", "no --recipe: the flags alone describe the run"
+            rec.status, rec.note = "skipped", name_options("no $[recipe]: the options alone describe the run")
             return
         from ..recipe import check_recipe
 
@@ -260,12 +269,12 @@ class _Run:
         source = self.o.tokenizer or self.o.model
         if self.loaded.template is None:
             # No template: nothing to lint; ChatDataset would raise at start-up.
-            given = "dataset.chat_template in the recipe" if self.recipe is not None else "--chat-template"
+            given = "dataset.chat_template in the recipe" if self.recipe is not None else "$[chat_template]"
             missing = finding(
                 "chat_template_missing",
                 f"{source}: the tokenizer has no chat template and no {given} was given"
                 " (AutoModel: 'ChatDataset requires a tokenizer with chat template support.')",
-                hint="set dataset.chat_template in the recipe (a Jinja string or a .jinja file) or pass --chat-template"
+                hint="set dataset.chat_template in the recipe (a Jinja string or a .jinja file) or pass $[chat_template]"
                 if self.recipe is not None
                 else None,
             )
@@ -329,22 +338,25 @@ class _Run:
             return result, []
         rows = counts.rows[pos]
         longest = int(counts.total[pos].max())
-        why = []
+        why: list[str] = []  # for a finding, which names the option
+        why_rejected: list[str] = []  # for the rejects file, which is not rendered: no option named
         if seq is not None and ((counts.supervised > 0) & (counts.supervised_kept(int(seq)) == 0))[pos].any():
             why.append(f"at seq_length {seq} they keep no supervised token")
+            why_rejected.append(why[-1])
         if self.o.max_tokens is not None and (counts.total[pos] > self.o.max_tokens).any():
-            why.append(f"longer than --max-tokens {self.o.max_tokens}")
+            why.append(f"longer than $[max_tokens] {self.o.max_tokens}")
+            why_rejected.append(f"longer than the token limit of {self.o.max_tokens}")
         if self.o.sample is not None:  # only a sample was measured: name them, drop nothing
             return result, [
                 finding(
                     "too_long",
                     f"{rows.size} sampled row(s) too long ({'; '.join(why)}; longest {longest} tokens): "
-                    "kept, since --sample measured only a sample",
+                    "kept, since $[sample] measured only a sample",
                     rows=rows[:MAX_ROWS_LISTED].tolist(),
                     count=int(rows.size),
                 )
             ]
-        message = f"{'; '.join(why)} (longest {longest} tokens)"
+        message = f"{'; '.join(why_rejected)} (longest {longest} tokens)"
         self.split_pass.move_to_rejects(rows.tolist(), "stats", "too_long", message)
         keep = ~np.isin(counts.rows, rows)
         kept = stats_from_counts(
@@ -369,7 +381,8 @@ class _Run:
         return kept, [
             finding(
                 "too_long",
-                f"{rows.size} row(s) moved to {self.paths['rejects'].name} as too_long: {message}; "
+                f"{rows.size} row(s) moved to {self.paths['rejects'].name} as too_long: {'; '.join(why)} "
+                f"(longest {longest} tokens); "
                 f"{kept.rows} rows remain",
                 rows=rows[:MAX_ROWS_LISTED].tolist(),
                 severity=severity,

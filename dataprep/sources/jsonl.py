@@ -28,7 +28,9 @@ from .base import Batch, RowError
 
 RAW_MAX = 2000  # RowError.raw is cut to this many characters
 BLOCK_BYTES = 8 * 1024 * 1024  # read and parsed at a time (more while one line does not fit)
-ENCODING_HINT = "pass --encoding latin-1 (or the file's real encoding, e.g. cp1252, utf-16)"
+ENCODING_HINT = "pass $[encoding] latin-1 (or the file's real encoding, e.g. cp1252, utf-16)"
+# the same advice in a rejects message, which is not a finding: the same words whoever reads it, Ray workers too
+ENCODING_ADVICE = "read the file in its real encoding (e.g. latin-1, cp1252, utf-16)"
 
 _LONG_INT = re.compile(rb"[0-9]{19}")
 # A null element of an array: "null" after "[" or "," (object values follow ":").
@@ -162,7 +164,7 @@ def parse_jsonl_chunk(chunk: list[tuple[int, bytes]], encoding: str | None = Non
                 RowError(
                     n,
                     "invalid_json",
-                    f"not valid {encoding or 'UTF-8'} text ({exc}); {ENCODING_HINT}",
+                    f"not valid {encoding or 'UTF-8'} text ({exc}); {ENCODING_ADVICE}",
                     cut_raw(shown),
                 )
             )

@@ -175,7 +175,7 @@ class EncodingProblem:
     whole_file: bool = True  # False: a byte that does not decode, in text that is otherwise fine so far
 
 
-UTF8_HINT = "drop --encoding: UTF-8 is the default"
+UTF8_HINT = "drop $[encoding]: UTF-8 is the default"
 
 
 def encoding_problem(head: bytes, encoding: str, *, complete: bool) -> EncodingProblem | None:
