@@ -1,8 +1,13 @@
-"""Which engine runs a whole-dataset job: this machine (the default, nothing beyond the base install) or Ray Data
-(``dataprep.engine_ray``, imported only when asked for). Both give the same result types, and the same bytes."""
+"""Whole-dataset jobs on the engine asked for: this machine (the default, nothing beyond the base install) or Ray
+Data (``dataprep.engine_ray``, imported only when asked for). Both give the same result types, and the same bytes.
+
+``normalize_on`` and ``stats_on`` pick the engine; ``stats_file`` is the stats command's whole job (tokenizer,
+measuring, the per-row file, the check against the installed AutoModel).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,3 +98,89 @@ def stats_on(
         actors=workers if isinstance(workers, int) and workers > 1 else None,
         **stats_kwargs,
     )
+
+
+@dataclass(frozen=True)
+class StatsRun:
+    """What ``stats_file`` did: the stats, the tokenizer they were measured with, the trainer check if asked."""
+
+    result: Any  # stats.StatsResult
+    loaded: Any  # tokenizer.LoadedTokenizer
+    trainer_check: Any = None  # trainer_check.TrainerCheck
+
+    @property
+    def findings(self) -> list[Any]:
+        return [
+            *self.result.findings,
+            *(self.trainer_check.findings() if self.trainer_check is not None else []),
+        ]
+
+
+def stats_file(
+    path: str,
+    model: str,
+    spec: ConvertSpec | None = None,
+    *,
+    engine: str = "local",
+    ray_address: str | None = None,
+    chat_template: str | None = None,
+    allow_download: bool = False,
+    per_row: str | None = None,
+    force: bool = False,
+    trainer_check: int | None = None,
+    mask_generation_prompt: bool = False,
+    **stats_kwargs: Any,
+) -> StatsRun:
+    """Token statistics of ``path`` (any shape the row pipeline reads) through ``model``'s chat template, on
+    ``engine``. ``per_row``: also write the per-row counts there (checked before measuring). ``trainer_check``:
+    read that many sampled rows again with the installed nemo-automodel (refused first when it is missing).
+    ``stats_kwargs``: ``stats_on``'s (workers, seq_lengths, batch_sizes, sample, max_tokens, eval_paths, progress).
+    """
+    from .errors import FindingError, MissingDependency
+    from .findings import finding
+    from .stats import check_per_row, write_per_row
+    from .tokenizer import load_tokenizer
+
+    if per_row:
+        check_per_row(per_row, [path], force=force)
+    if trainer_check:
+        from .trainer_check import installed_automodel
+
+        if installed_automodel() is None:
+            raise MissingDependency(
+                "$[trainer_check] reads rows with AutoModel's own ChatDataset: nemo-automodel is not installed",
+                hint="run it in the training environment (pip install nemo-automodel), or drop $[trainer_check]",
+            )
+    loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
+    if loaded.template is None:
+        raise FindingError(
+            finding(
+                "chat_template_missing", f"{model}: the tokenizer has no chat template to measure through"
+            )
+        )
+    result = stats_on(
+        engine,
+        path,
+        loaded,
+        spec,
+        ray_address=ray_address,
+        mask_generation_prompt=mask_generation_prompt,
+        **stats_kwargs,
+    )
+    if per_row:
+        write_per_row(per_row, result.counts)
+    checked = None
+    if trainer_check:
+        checked = _trainer_check(path, spec, result.counts, loaded, trainer_check, mask_generation_prompt)
+    return StatsRun(result, loaded, checked)
+
+
+def _trainer_check(path: str, spec: Any, counts: Any, loaded: Any, n: int, mgp: bool) -> Any:
+    """A seeded sample of the rows stats measured (or rejected), read again by the installed AutoModel."""
+    from .pipeline import conversations
+    from .stats import reservoir_sample
+    from .trainer_check import check_rows
+
+    known = set(counts.rows.tolist()) | {r for r, _, _ in counts.rejected}
+    rows, _ = reservoir_sample(((r, c) for r, c in conversations(path, spec) if r in known), n)
+    return check_rows(rows, counts, loaded, mask_generation_prompt=mgp)

@@ -811,13 +811,29 @@ def _linted(items: Iterable[tuple[int, dict]], lint: Any) -> Iterator[tuple[int,
         yield row, conv
 
 
+PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
+
+
+def check_per_row(out: str, inputs: Sequence[str], *, force: bool = False) -> None:
+    """Refuse a per-row file ``write_per_row`` cannot write (a suffix it does not know, an input, an existing file
+    without ``force``) before anything is measured."""
+    from pathlib import Path
+
+    from .atomic import check_output_path
+    from .errors import UsageError
+
+    if Path(out).suffix.lower() not in PER_ROW_SUFFIXES:
+        raise UsageError(f"$[per_row] {out}: the file name must end in .jsonl or .parquet")
+    check_output_path(out, list(inputs), force=force)
+
+
 def write_per_row(out: str, counts: Any) -> None:
     """row, total, supervised, turns per measured row; Parquet or JSONL by extension; atomic."""
     from pathlib import Path
 
     from .atomic import atomic_path, atomic_write
 
-    if Path(out).suffix.lower() in (".parquet", ".pq"):
+    if Path(out).suffix.lower() in PER_ROW_SUFFIXES[1:]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 

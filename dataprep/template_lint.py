@@ -930,3 +930,21 @@ def lint_template(
             except (RenderError, trainer.RowRejected):
                 continue
     return TemplateReport(loaded, tuple(findings), sample, sample_messages, probes, data_check)
+
+
+def check_template(
+    model: str,
+    dataset: str | None = None,
+    *,
+    chat_template: str | None = None,
+    allow_download: bool = False,
+    samples: int = 100,
+) -> TemplateReport:
+    """``dataprep check-template``: load ``model``'s tokenizer (or ``chat_template`` instead of its template) and
+    lint it, with the first ``samples`` rows of ``dataset`` (any shape the row pipeline reads) rendered."""
+    from .pipeline import conversations
+    from .tokenizer import load_tokenizer
+
+    loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
+    rows = conversations(dataset) if dataset is not None and loaded.template is not None else None
+    return lint_template(loaded, rows, dataset=dataset, samples=samples)

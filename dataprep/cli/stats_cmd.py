@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -10,8 +9,6 @@ import click
 from ._common import Outcome, output_options, rows_progress, run
 from ._engine import engine_options
 from ._options import WORKERS_HELP, ConvertFlags, Workers, convert_options, length_options, parse_int_list
-
-_PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
 
 
 @click.command("stats")
@@ -110,93 +107,43 @@ def stats_cmd(
     """
 
     def body() -> Outcome:
-        from ..engine import stats_on
-        from ..errors import FindingError
-        from ..findings import finding
-        from ..tokenizer import load_tokenizer
+        from ..engine import stats_file
 
-        spec = convert.spec()
-        lengths = parse_int_list(seq_lengths, "--seq-lengths")
-        sizes = parse_int_list(batch_sizes, "--batch-sizes")
-        if per_row:
-            _check_per_row(per_row, path, force)
-        if trainer_check:
-            from ..trainer_check import installed_automodel
-
-            if installed_automodel() is None:
-                from ..errors import MissingDependency
-
-                raise MissingDependency(
-                    "--trainer-check reads rows with AutoModel's own ChatDataset: nemo-automodel is not installed",
-                    hint="run it in the training environment (pip install nemo-automodel), or drop --trainer-check",
-                )
-        loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
-        if loaded.template is None:
-            raise FindingError(
-                finding(
-                    "chat_template_missing", f"{model}: the tokenizer has no chat template to measure through"
-                )
-            )
         with rows_progress("measuring", enabled=not (quiet or as_json)) as bar:
-            advance = bar.advance if bar is not None else None
-            result = stats_on(
-                engine,
+            done = stats_file(
                 path,
-                loaded,
-                spec,
+                model,
+                convert.spec(),
+                engine=engine,
                 ray_address=ray_address,
-                seq_lengths=lengths,
-                batch_sizes=sizes,
+                chat_template=chat_template,
+                allow_download=allow_download,
+                per_row=per_row,
+                force=force,
+                trainer_check=trainer_check,
+                mask_generation_prompt=mask_generation_prompt,
+                seq_lengths=parse_int_list(seq_lengths, "--seq-lengths"),
+                batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
                 sample=sample,
                 workers=workers,
-                mask_generation_prompt=mask_generation_prompt,
                 max_tokens=max_tokens,
                 **({"eval_paths": tuple(eval_paths)} if eval_paths else {}),
-                progress=advance,
+                progress=bar.advance if bar is not None else None,
             )
-        if per_row:
-            from ..stats import write_per_row
-
-            write_per_row(per_row, result.counts)
-        findings = list(result.findings)
-        checked = None
-        if trainer_check:
-            checked = _trainer_check(path, spec, result.counts, loaded, trainer_check, mask_generation_prompt)
-            findings += checked.findings()
         payload = {
             "input": path,
             "model": model,
-            "template_source": loaded.template_source,
-            **result.to_dict(),
+            "template_source": done.loaded.template_source,
+            **done.result.to_dict(),
         }
         payload.pop("findings")
         if per_row:
             payload["per_row"] = per_row
-        if checked is not None:
-            payload["trainer_check"] = checked.to_dict()
-        return Outcome(payload, findings, lambda con: render(con, payload))
+        if done.trainer_check is not None:
+            payload["trainer_check"] = done.trainer_check.to_dict()
+        return Outcome(payload, done.findings, lambda con: render(con, payload))
 
     run(body, as_json=as_json, quiet=quiet, strict=strict)
-
-
-def _trainer_check(path: str, spec: Any, counts: Any, loaded: Any, n: int, mgp: bool) -> Any:
-    """A seeded sample of the rows stats measured (or rejected), read again by the installed AutoModel."""
-    from ..pipeline import conversations
-    from ..stats import reservoir_sample
-    from ..trainer_check import check_rows
-
-    known = set(counts.rows.tolist()) | {r for r, _, _ in counts.rejected}
-    rows, _ = reservoir_sample(((r, c) for r, c in conversations(path, spec) if r in known), n)
-    return check_rows(rows, counts, loaded, mask_generation_prompt=mgp)
-
-
-def _check_per_row(per_row: str, path: str, force: bool) -> None:
-    from ..atomic import check_output_path
-    from ..errors import UsageError
-
-    if Path(per_row).suffix.lower() not in _PER_ROW_SUFFIXES:
-        raise UsageError(f"--per-row {per_row}: the file name must end in .jsonl or .parquet")
-    check_output_path(per_row, [path], force=force)
 
 
 # -- human output ----------------------------------------------------------------------------------------------

@@ -44,16 +44,11 @@ def check_template_cmd(
     """
 
     def body() -> Outcome:
-        from ..template_lint import lint_template
-        from ..tokenizer import load_tokenizer
+        from ..template_lint import check_template
 
-        loaded = load_tokenizer(model, chat_template=chat_template, allow_download=allow_download)
-        rows = None
-        if dataset is not None and loaded.template is not None:
-            from ..pipeline import conversations
-
-            rows = conversations(dataset)
-        report = lint_template(loaded, rows, dataset=dataset, samples=samples)
+        report = check_template(
+            model, dataset, chat_template=chat_template, allow_download=allow_download, samples=samples
+        )
         payload = report.to_dict(tokens=tokens)
         payload.pop("findings")  # _common.run adds them (after --strict)
         return Outcome(payload, list(report.findings), lambda con: _render(con, report, tokens))
