@@ -38,7 +38,6 @@ class Outputs:
         self,
         *,
         plan: Any,
-        plan_dict: Mapping[str, Any] | None,
         split: Any,
         seq_length: int | None,
         mask_generation_prompt: bool,
@@ -48,7 +47,7 @@ class Outputs:
 
         plan_over = plan.overrides() if plan is not None and hasattr(plan, "overrides") else {}
         # The memory estimate assumed a loss: pin it even when it is the recipes' default.
-        loss = ((plan_dict or {}).get("recommendation") or {}).get("loss")
+        loss = plan.recommendation.loss if plan is not None else None
         if "loss_fn" not in plan_over and loss:
             from ..plan import LOSS_TARGETS
 
@@ -79,7 +78,6 @@ class Outputs:
         flag_changes: Iterable[Any],
         *,
         plan: Any,
-        plan_dict: Mapping[str, Any] | None,
         split: Any,
         seq_length: int | None,
         mask_generation_prompt: bool,
@@ -97,7 +95,6 @@ class Outputs:
             recipe,
             taken,
             plan=plan,
-            plan_dict=plan_dict,
             split=split,
             seq_length=seq_length,
             mask_generation_prompt=mask_generation_prompt,
@@ -153,7 +150,6 @@ class Outputs:
         taken: Mapping[str, Any],
         *,
         plan: Any,
-        plan_dict: Mapping[str, Any] | None,
         split: Any,
         seq_length: int | None,
         mask_generation_prompt: bool,
@@ -167,7 +163,7 @@ class Outputs:
 
         r = recipe
         final: dict[str, Any] = copy.deepcopy(r.config)
-        rec = (plan_dict or {}).get("recommendation") or {}
+        rec = plan.recommendation if plan is not None else None  # plan.PlanResult
         plan_over = plan.overrides() if plan is not None else {}
         if not isinstance(final.get("model"), dict):
             final["model"] = {}
@@ -178,7 +174,7 @@ class Outputs:
                 ref = str(Path(ref).expanduser().resolve())
             model["pretrained_model_name_or_path"] = ref
         # the precision the memory plan assumed, explicit (an "auto" fp32 checkpoint would double it)
-        param_dtype = (plan_dict or {}).get("budget", {}).get("param_dtype") or "bf16"
+        param_dtype = plan.param_dtype if plan is not None else "bf16"
         want = TORCH_DTYPES[param_dtype]
         if TORCH_DTYPES.get(str(model.get("torch_dtype", "")).lower()) != want:
             model["torch_dtype"] = want
@@ -188,15 +184,18 @@ class Outputs:
             sched = final.get("step_scheduler") if isinstance(final.get("step_scheduler"), dict) else {}
             final["step_scheduler"] = {**sched, **plan_over["step_scheduler"]}
         dist = final.get("distributed") if isinstance(final.get("distributed"), dict) else {}
-        final["distributed"] = {**dist, "activation_checkpointing": bool(rec.get("activation_checkpointing"))}
-        loss = rec.get("loss")
+        final["distributed"] = {
+            **dist,
+            "activation_checkpointing": bool(rec and rec.activation_checkpointing),
+        }
+        loss = rec.loss if rec is not None else None
         if loss in LOSS_TARGETS:
             current = final.get("loss_fn") if isinstance(final.get("loss_fn"), dict) else {}
             if current.get("_target_") != LOSS_TARGETS[loss]:
                 final["loss_fn"] = {"_target_": LOSS_TARGETS[loss]}
-        if rec.get("packing"):
+        if rec is not None and rec.packing:
             ps = final.get("packed_sequence") if isinstance(final.get("packed_sequence"), dict) else {}
-            final["packed_sequence"] = {**ps, "packed_sequence_size": int(rec["seq_length"])}
+            final["packed_sequence"] = {**ps, "packed_sequence_size": int(rec.seq_length)}
         if self.o.method == "sft":
             final.pop("peft", None)
             final.pop("quantization", None)

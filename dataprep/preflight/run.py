@@ -83,9 +83,8 @@ class _Run:
         self.split_pass: SplitPass | None = None  # normalize + validate + split, and what the pass measured
         # what stats and plan decided
         self.counts_all: Any = None  # every row's counts, as stats measured them (the tradeoff table's)
-        self.stats_dict: dict[str, Any] | None = None
+        self.stats_result: Any = None  # stats.StatsResult of the kept rows
         self.plan = None
-        self.plan_dict: dict[str, Any] | None = None
         self.seq_length: int | None = None
         self.outputs = Outputs(opts, self.paths)  # what overrides / recipe.yaml / the manifest said
 
@@ -321,8 +320,8 @@ class _Run:
         extra: list[Finding] = []
         if not result.counts.rejected:  # rows ChatDataset raises on stop the run anyway
             result, extra = self._set_aside_too_long(result, seq_lengths)
-        self.stats_dict = result.to_dict()
-        self._finish_step("stats", [*getattr(result, "findings", []), *extra], self.stats_dict)
+        self.stats_result = result
+        self._finish_step("stats", [*getattr(result, "findings", []), *extra], result.to_dict())
 
     def _set_aside_too_long(self, result: Any, seq_lengths: tuple[int, ...]) -> tuple[Any, list[Finding]]:
         import dataclasses
@@ -396,10 +395,8 @@ class _Run:
         from ..plan import make_plan
 
         cfg = load_model_config(self.o.model, allow_download=self.o.allow_download)
-        from ..stats import StatsSummary
-
         kwargs = {
-            "stats": StatsSummary.from_json(self.stats_dict) if self.stats_dict is not None else None,
+            "stats": self.stats_result.summary() if self.stats_result is not None else None,
             "seq_length": self.o.seq_length,
             "gpus": self.o.gpus,
             "gpu_memory_bytes": self.o.gpu_memory_bytes,
@@ -407,15 +404,9 @@ class _Run:
             **{k: v for k, v in self.o.plan_options.items() if v is not None},
         }
         self.plan = make_plan(cfg, **_accepted(make_plan, kwargs))
-        self.plan_dict = self.plan.to_dict()
-        self.plan_dict["tradeoff"] = self._tradeoff(cfg, kwargs)
-        rec = self.plan_dict.get("recommendation") or {}
-        self.seq_length = (
-            rec.get("seq_length")
-            or self.o.seq_length
-            or (self.stats_dict or {}).get("recommended_seq_length")
-        )
-        self._finish_step("plan", getattr(self.plan, "findings", None) or [], self.plan_dict)
+        figures = {**self.plan.to_dict(), "tradeoff": self._tradeoff(cfg, kwargs)}
+        self.seq_length = self.plan.recommendation.seq_length or self.o.seq_length
+        self._finish_step("plan", getattr(self.plan, "findings", None) or [], figures)
 
     def _tradeoff(self, cfg: Any, kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
         """One row per candidate seq_length: rows kept and set aside (too_long), supervised tokens lost, and
@@ -426,7 +417,7 @@ class _Run:
         counts = self.counts_all
         if counts is None or not len(counts):
             return []
-        chosen = ((self.plan_dict or {}).get("recommendation") or {}).get("seq_length")
+        chosen = self.plan.recommendation.seq_length if self.plan is not None else None
         lengths = sorted({*self.o.seq_lengths, *([chosen] if chosen else [])})
         sup_total = int(counts.supervised.sum()) or 1
         rows = []
@@ -484,7 +475,6 @@ class _Run:
             if stopped_at is None:
                 decided = {
                     "plan": self.plan,
-                    "plan_dict": self.plan_dict,
                     "split": self.split,
                     "seq_length": self.seq_length,
                     "mask_generation_prompt": self.mask_generation_prompt,
