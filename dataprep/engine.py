@@ -45,15 +45,6 @@ def normalize_on(
         from .normalize import normalize
 
         return normalize(inp, out, spec, **kwargs)
-    if kwargs.get("dedup") == "near":
-        # the first of a near-duplicate cluster is a question of input order over every shard: one sequential
-        # index, which Ray's independent block workers do not have
-        raise UsageError(
-            "$[dedup] near is not available with $[engine] ray",
-            hint="normalize locally with $[dedup] near (about 1 KB of memory per kept row)",
-        )
-    if kwargs.get("dedup") == "exact":
-        kwargs["dedup"] = True
     if kwargs.get("max_tokens") is not None:
         raise UsageError(
             "$[max_tokens] is not available with $[engine] ray yet",

@@ -122,10 +122,9 @@ def inspect_input(path: str, *, encoding: str | None = None, sample_rows: int = 
             e = batch.errors[0]
             hint = "fix or remove the line; `dataprep normalize` sends unparseable lines to the rejects file"
             message = e.message
+            # the rejects' message carries the advice: say it once, as the hint
             carried = "; " + ENCODING_ADVICE
-            if e.message.endswith(
-                carried
-            ):  # the rejects' message carries the advice: say it once, as the hint
+            if e.message.endswith(carried):
                 message, hint = e.message[: -len(carried)], ENCODING_HINT
             raise UnreadableInput(src.path, message, hint=hint, line=e.row)
         if rows < DETECT_ROWS:

@@ -162,7 +162,8 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def _now() -> str:
+def now() -> str:
+    """UTC, seconds, ``Z``: the timestamps of manifest.json and preflight's outputs."""
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -187,7 +188,7 @@ class Manifest:
     data: Mapping[str, DataFile]
     method: str | None = None
     versions: Mapping[str, str | None] = field(default_factory=library_versions)
-    created: str = field(default_factory=_now)
+    created: str = field(default_factory=now)
 
     def to_dict(self) -> dict[str, Any]:
         return {

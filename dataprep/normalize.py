@@ -34,6 +34,12 @@ from .sources.base import Batch
 FIRST_ROWS = 20
 
 
+def line_digest(line: bytes) -> bytes:
+    """What exact dedup compares: an output line's UTF-8 bytes (no newline), hashed; the local and Ray engines
+    both keep the first line of each digest."""
+    return hashlib.blake2b(line, digest_size=16).digest()
+
+
 # A reject code whose catalogue hint is about the whole input (refused preference data) says what the rows
 # mean instead: with --take chosen, KTO rows labelled undesirable go to the rejects.
 REJECT_HINTS: Mapping[str, str] = {
@@ -271,7 +277,7 @@ class _Writer:
             self.reject(Reject(row, "invalid_json", "the text holds a lone surrogate (not UTF-8)", None))
             return
         if self.dedup:
-            h = hashlib.blake2b(data, digest_size=16).digest()
+            h = line_digest(data)
             if h in self.seen:
                 self.duplicates += 1
                 return

@@ -64,6 +64,7 @@ class ConvertSpec:
             raise UsageError(f"$[take] {self.take!r}: only 'chosen' is supported")
         if self.fmt is not None:
             registry.get(self.fmt)  # an unknown shape fails before any reading
+        self.options()  # so does a role map onto something that is not a role
 
     def options(self) -> ConvertOptions:
         """The converters' options (checked: a role map onto something that is not a role is refused)."""
@@ -269,7 +270,7 @@ def open_input(
     """Open, refuse packed input, rename mapped columns, detect (or force) the shape: every refusal before a row
     is converted, so every engine and command detects the same way."""
     spec = spec or ConvertSpec()
-    mapping = dict(spec.mapping)
+    mapping = spec.mapping
     src = _open_source(path, spec.encoding, batch_rows)
     # Detection reads the first DETECT_ROWS records whatever the batch size, so the shape (and so the
     # output) never depends on how the input was batched.
@@ -280,7 +281,7 @@ def open_input(
         if b is None:
             break
         head.append(b)
-    raw_cols, _ = detection_input(head, src.columns)
+    raw_cols = _union(_batch_columns(b) for b in head) or list(src.columns or [])
     missing = [s for s in mapping.values() if raw_cols and s not in raw_cols]
     if missing:
         raise UsageError(

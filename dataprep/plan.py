@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .defaults import DEFAULT_SEQ_LENGTHS, PLAN_BATCH_SIZES
 from .errors import UsageError
 from .findings import Finding, finding, name_options
 from .memory import GIB, LOSSES, METHODS, PARAM_DTYPES, MemoryEstimate, MemoryInputs, estimate
@@ -874,17 +875,6 @@ def _oom_finding(
 
 # -- plan from files ----------------------------------------------------------------------------------------
 
-PLAN_BATCH_SIZES = (
-    1,
-    2,
-    4,
-    8,
-    16,
-    32,
-    64,
-    128,
-)  # micro-batch sizes the stats of a --dataset are measured for
-
 
 def read_stats(path: str | Path) -> StatsSummary:
     """A stats document (``dataprep stats --json``) as a ``StatsSummary``; anything else is unreadable input."""
@@ -921,7 +911,7 @@ def measure_stats(
         raise FindingError(
             finding("chat_template_missing", f"{model}: no chat template to measure the dataset through")
         )
-    seqs = sorted({512, 1024, 2048, 4096, 8192, *((seq_length,) if seq_length else ())})
+    seqs = sorted({*DEFAULT_SEQ_LENGTHS, *((seq_length,) if seq_length else ())})
     return stats_of_input(dataset, loaded, seq_lengths=seqs, batch_sizes=PLAN_BATCH_SIZES).summary()
 
 

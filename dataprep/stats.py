@@ -817,8 +817,6 @@ PER_ROW_SUFFIXES = (".jsonl", ".parquet", ".pq")
 def check_per_row(out: str, inputs: Sequence[str], *, force: bool = False) -> None:
     """Refuse a per-row file ``write_per_row`` cannot write (a suffix it does not know, an input, an existing file
     without ``force``) before anything is measured."""
-    from pathlib import Path
-
     from .atomic import check_output_path
     from .errors import UsageError
 
@@ -829,8 +827,6 @@ def check_per_row(out: str, inputs: Sequence[str], *, force: bool = False) -> No
 
 def write_per_row(out: str, counts: Any) -> None:
     """row, total, supervised, turns per measured row; Parquet or JSONL by extension; atomic."""
-    from pathlib import Path
-
     from .atomic import atomic_path, atomic_write
 
     if Path(out).suffix.lower() in PER_ROW_SUFFIXES[1:]:

@@ -276,3 +276,8 @@ def test_batches_of_empty_objects_do_not_change_the_detected_shape(tmp_path):
     normalize(src, tmp_path / "b.jsonl", batch_rows=3)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert (tmp_path / "a.rejects.jsonl").read_bytes() == (tmp_path / "b.rejects.jsonl").read_bytes()
+
+
+def test_a_role_map_onto_no_role_is_refused_before_the_input_is_opened(tmp_path):
+    with pytest.raises(UsageError, match="role_map"):
+        normalize(tmp_path / "missing.jsonl", tmp_path / "o.jsonl", ConvertSpec(role_map={"gpt": "god"}))

@@ -76,3 +76,24 @@ def test_preflight_out_folder_never_overwrites_a_shard_of_the_dataset_folder(cli
     assert res.exit_code == 2, res
     assert "output_would_overwrite_input" in res.stdout
     assert (folder / "train.jsonl").read_bytes() == before
+
+
+def test_a_bad_conversion_option_is_a_usage_error_before_anything_is_read_or_written(cli, tmp_path):
+    """The conversion options are checked when they become a ConvertSpec, like every other bad option: exit 2,
+    no report, and an unreadable dataset does not hide the bad option."""
+    for args, said in (
+        (("--format", "no-such-shape"), "unknown format"),
+        (("--role-map", "gpt=god"), "--role-map"),
+    ):
+        out = tmp_path / args[0].strip("-")
+        r = cli("preflight", "--model", MODEL, "--dataset", tmp_path / "missing.jsonl", "--out", out, *args)
+        assert r.exit_code == 2 and "error[usage_error]" in r.stderr and said in r.stderr, r
+        assert not out.exists()
+
+
+def test_the_report_records_every_conversion_option(cli, tmp_path):
+    r = cli("preflight", "--model", MODEL, "--dataset", ALPACA, "--out", tmp_path / "o", "--all-paths",
+            "--system", "Be brief.")  # fmt: skip
+    assert r.exit_code in (0, 1), r
+    inputs = json.loads((tmp_path / "o" / "report.json").read_text())["inputs"]
+    assert inputs["convert"]["all_paths"] is True and inputs["convert"]["system"] == "Be brief."

@@ -4,7 +4,6 @@ the shards moved into place (a folder) or concatenated in input order (``merge``
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -16,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..normalize import NormalizeResult
+from ..normalize import FIRST_ROWS, NormalizeResult, check_dedup, line_digest
 from ..pipeline import ConvertSpec
 from .blocks import DEFAULT_BLOCK_BYTES, DEFAULT_BLOCK_ROWS, BlockJob, InputPlan, _plan_on_ray, _refuse_stdin
 from .session import LazyRay, _collect, _guarded, import_ray
 
 SHARD_NAME = "part-{:05d}.jsonl"
-FIRST_ROWS = 20
 
 
 @dataclass
@@ -140,7 +138,7 @@ def _concat_dedup(paths: Sequence[Path], out: Any) -> tuple[int, int]:
     for p in paths:
         with open(p, "rb") as fh:
             for line in fh:
-                h = hashlib.blake2b(line.rstrip(b"\n"), digest_size=16).digest()
+                h = line_digest(line.rstrip(b"\n"))
                 if h in seen:
                     dropped += 1
                     continue
@@ -179,7 +177,7 @@ def normalize_ray(
     *,
     ray_address: str | None = None,
     merge: bool = False,
-    dedup: bool = False,
+    dedup: bool | str = False,
     rejects: str | Path | None = None,
     force: bool = False,
     batch_rows: int = 8192,
@@ -198,6 +196,14 @@ def normalize_ray(
     from ..normalize import Notes, check_outputs, default_rejects_path
 
     spec = spec or ConvertSpec()
+    dedup = check_dedup(dedup)
+    if dedup == "near":
+        # the first of a near-duplicate cluster is a question of input order over every shard: one sequential
+        # index, which Ray's independent block workers do not have
+        raise UsageError(
+            "$[dedup] near is not available with $[engine] ray",
+            hint="normalize locally with $[dedup] near (about 1 KB of memory per kept row)",
+        )
 
     inp, out = str(inp), Path(out)
     rejects_path = (

@@ -177,9 +177,8 @@ def stats_ray(
                     f"{loaded_or_model}: the tokenizer has no chat template to measure through",
                 )
             )
-    mspec = make_spec(
-        loaded, mask_generation_prompt=mask_generation_prompt, portable=True
-    )  # actors on other nodes rebuild it
+    # portable: actors on other nodes rebuild the tokenizer from it
+    mspec = make_spec(loaded, mask_generation_prompt=mask_generation_prompt, portable=True)
     convert = spec or ConvertSpec()
     path = str(path)
     _refuse_stdin(path == "-")

@@ -36,7 +36,7 @@ from .options import (
     resolve_with_recipe,
 )
 from .records import PreflightResult, StepRecord
-from .run import lint_template, run_preflight
+from .run import run_preflight
 
 __all__ = [
     "APPROVED_OUTPUTS",
@@ -53,7 +53,6 @@ __all__ = [
     "PreflightResult",
     "StepRecord",
     "StepStatus",
-    "lint_template",
     "resolve_with_recipe",
     "run_preflight",
 ]

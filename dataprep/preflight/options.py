@@ -119,6 +119,7 @@ class PreflightOptions:
             "gpu_memory_gib": round(self.gpu_memory_bytes / 1024**3, 2),
             "val_fraction": self.val_fraction,
             "format": self.convert.fmt,
+            "convert": self.convert.to_dict(),  # every conversion option (--all-paths changes train.jsonl too)
             "chat_template": self.chat_template,
             "seq_length": self.seq_length,
             "strict": self.strict,

@@ -5,7 +5,6 @@ run: ``remove_stale`` removes an earlier run's first."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -15,11 +14,8 @@ from typing import Any
 from ..atomic import atomic_write
 from ..errors import DataprepError
 from ..findings import finding, name_options
+from ..manifest import now
 from .options import APPROVED_OUTPUTS, PreflightOptions
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class Outputs:
@@ -65,7 +61,7 @@ class Outputs:
         )
         self.command_line = command_line(self.overrides, config=self.o.recipe_config)
         header = (
-            f"AutoModel overrides for {RECIPES[self.o.method]}, written by dataprep preflight {_now()}.\n"
+            f"AutoModel overrides for {RECIPES[self.o.method]}, written by dataprep preflight {now()}.\n"
             f"Merge into the recipe YAML, or pass on the command line:\n{self.command_line}"
         )
         with atomic_write(self.paths["overrides"]) as fh:
@@ -107,7 +103,7 @@ class Outputs:
         original = str(r.path)
         self.command_line = None if too_long else recipe_command_line(original, sets)
         header = (
-            f"{r.path.name} completed by dataprep preflight {_now()}: {len(changes)} change(s), listed in\n"
+            f"{r.path.name} completed by dataprep preflight {now()}: {len(changes)} change(s), listed in\n"
             f"report.json (recipe.changes); everything else is the recipe as written.\nRun: {run_line}"
         )
         text, kept_layout = write_recipe(r, final, header)
@@ -130,7 +126,7 @@ class Outputs:
             fh.write(
                 to_yaml(
                     self.overrides,
-                    header=f"Changes dataprep preflight {_now()} makes to {original}.\n{how}",
+                    header=f"Changes dataprep preflight {now()} makes to {original}.\n{how}",
                 )
             )
         self.recipe_out = {

@@ -26,6 +26,7 @@ from ..findings import (
     finding,
     name_options,
 )
+from ..manifest import now
 from .options import (
     MAX_ROWS_LISTED,
     OUTPUT_NAMES,
@@ -36,7 +37,7 @@ from .options import (
     PreflightOptions,
     resolve_with_recipe,
 )
-from .outputs import Outputs, _now, _readable, _refuse_input_overwrite
+from .outputs import Outputs, _readable, _refuse_input_overwrite
 from .records import PreflightResult, StepRecord, _as_finding, _renamed, _safe_to_dict, _tag
 from .split_pass import SplitPass, row_checks
 
@@ -505,7 +506,7 @@ class _Run:
         outputs = self.outputs.report_fields()  # read before the report's time, as always
         return {
             "dataprep_report": REPORT_VERSION,
-            "created": _now(),
+            "created": now(),
             "verdict": verdict,
             "stopped_at": stopped_at,
             "exit_code": exit_code,
